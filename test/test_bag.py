@@ -1,0 +1,245 @@
+"""Evaluation bag layout: round trips, headers, metadata, pairing, damaged bags, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import yaml
+
+from zoedepth_ros.data.bag import (
+    DEFAULT_TOPICS,
+    BagError,
+    BagFrame,
+    BagTopics,
+    BagWriter,
+    decode_depth,
+    decode_rgb,
+    make_camera_info_msg,
+    make_image_msg,
+    read_frames,
+    read_metadata,
+    typestore,
+)
+
+H, W = 24, 32
+STAMP0 = 1_700_000_000_123_456_789
+K = np.array([[30.0, 0.0, 15.5], [0.0, 31.0, 11.5], [0.0, 0.0, 1.0]])
+
+
+def make_frames(count=3, seed=0):
+    """Smooth colour ramps (so JPEG stays close) and depth with NaN holes."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:H, 0:W]
+    frames = []
+    for i in range(count):
+        rgb = np.stack([xs * 7 + 10 * i, ys * 9, np.full((H, W), 60 + 40 * i)], axis=2).astype(np.uint8)
+        depth = rng.uniform(0.5, 60.0, (H, W)).astype(np.float32)
+        depth[rng.random((H, W)) < 0.2] = np.nan
+        frames.append(BagFrame(STAMP0 + i * 100_000_000, "cam_optical", rgb, depth, K))
+    return frames
+
+
+def write_bag(path, frames, **kwargs):
+    with BagWriter(path, **kwargs) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def raw_messages(path):
+    from rosbags.rosbag2 import Reader
+
+    ts = typestore()
+    with Reader(path) as reader:
+        return [(c.topic, t, ts.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages()]
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("image_format", ["raw", "jpeg", "png"])
+@pytest.mark.parametrize("gt_encoding", ["32FC1", "16UC1"])
+def test_round_trip(tmp_path, storage, image_format, gt_encoding):
+    frames = make_frames()
+    path = write_bag(tmp_path / "bag", frames, storage=storage, image_format=image_format, gt_encoding=gt_encoding)
+    reader = read_frames(path)
+    got = list(reader)
+    assert reader.frames == 3 and not reader.unpaired
+    for sent, back in zip(frames, got):
+        assert back.stamp_ns == sent.stamp_ns and back.frame_id == "cam_optical"
+        assert (back.width, back.height) == (W, H)
+        np.testing.assert_array_equal(back.K, K)
+        np.testing.assert_array_equal(back.P, np.hstack([K, np.zeros((3, 1))]))
+        assert back.rgb.dtype == np.uint8 and back.rgb.shape == (H, W, 3)
+        if image_format == "jpeg":
+            assert np.abs(back.rgb.astype(int) - sent.rgb).mean() < 3  # colour order kept
+        else:
+            np.testing.assert_array_equal(back.rgb, sent.rgb)
+        assert back.depth.dtype == np.float32
+        np.testing.assert_array_equal(np.isnan(back.depth), np.isnan(sent.depth))
+        tolerance = 0 if gt_encoding == "32FC1" else 0.0005
+        np.testing.assert_allclose(back.depth, sent.depth, atol=tolerance, rtol=0)
+
+
+def test_headers_log_times_tf_and_metadata_file(tmp_path):
+    path = write_bag(tmp_path / "bag", make_frames(), image_format="jpeg", metadata={"split": "test", "protocol": "nyu"})
+    by_stamp = defaultdict(dict)
+    tf = []
+    for topic, log_time, msg in raw_messages(path):
+        if topic == DEFAULT_TOPICS.tf_static:
+            tf.append((log_time, msg))
+            continue
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        assert log_time == stamp
+        by_stamp[stamp][topic] = msg.header
+    assert sorted(by_stamp) == [STAMP0 + i * 100_000_000 for i in range(3)]
+    for headers in by_stamp.values():
+        assert set(headers) == {"/camera/image/compressed", "/camera/camera_info", "/ground_truth/depth"}
+        assert len({(h.stamp.sec, h.stamp.nanosec, h.frame_id) for h in headers.values()}) == 1
+    [(log_time, msg)] = tf
+    assert log_time == STAMP0
+    [transform] = msg.transforms
+    assert (transform.header.frame_id, transform.child_frame_id) == ("base_link", "cam_optical")
+    q = transform.transform.rotation
+    assert (q.x, q.y, q.z, q.w) == (-0.5, 0.5, -0.5, 0.5)
+
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 9
+    tf_topic = next(t for t in info["topics_with_message_count"] if t["topic_metadata"]["name"] == "/tf_static")
+    assert tf_topic["topic_metadata"]["offered_qos_profiles"][0]["durability"] == "transient_local"
+    assert read_metadata(path) == {
+        "layout": "zoedepth_ros.bag/1",
+        "image_format": "jpeg",
+        "gt_encoding": "32FC1",
+        "split": "test",
+        "protocol": "nyu",
+    }
+
+
+def test_unpaired_messages_are_counted(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    ts = typestore()
+    path = tmp_path / "bag"
+    rgb, depth = make_frames(1)[0].rgb, make_frames(1)[0].depth
+    plan = [  # frame 1 lacks GT, frame 2 has a second camera_info, frame 3 has only GT
+        (1, ("image", "info")),
+        (2, ("image", "info", "depth", "info")),
+        (3, ("depth",)),
+        (4, ("image", "info", "depth")),
+    ]
+    with Writer(path, version=9) as writer:
+        conns = {
+            "image": writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=ts),
+            "info": writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts),
+            "depth": writer.add_connection("/ground_truth/depth", "sensor_msgs/msg/Image", typestore=ts),
+        }
+        for stamp, roles in plan:
+            for role in roles:
+                msg = {
+                    "image": lambda: make_image_msg(rgb, stamp, "cam"),
+                    "info": lambda: make_camera_info_msg(K, W, H, stamp, "cam"),
+                    "depth": lambda: make_image_msg(depth, stamp, "cam"),
+                }[role]()
+                writer.write(conns[role], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
+    reader = read_frames(path)
+    assert [f.stamp_ns for f in reader] == [2, 4]
+    assert reader.frames == 2
+    assert reader.unpaired == {"/camera/image": 1, "/camera/camera_info": 2, "/ground_truth/depth": 1}
+
+
+def test_missing_topic_is_named(tmp_path):
+    path = write_bag(tmp_path / "bag", make_frames(1), topics=BagTopics(depth="/gt"))
+    with pytest.raises(BagError, match=r"lacks topic\(s\) /ground_truth/depth; it has .*/gt \[sensor_msgs/msg/Image\]"):
+        read_frames(path)
+    custom = BagTopics(depth="/gt")
+    assert len(list(read_frames(path, topics=custom))) == 1
+    no_gt = BagTopics(depth=None)
+    assert list(read_frames(path, topics=no_gt))[0].depth is None
+
+
+def test_missing_and_damaged_bags(tmp_path):
+    with pytest.raises(BagError, match="no bag at"):
+        read_frames(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match="metadata.yaml"):
+        read_frames(tmp_path / "empty")
+
+    path = write_bag(tmp_path / "bag", make_frames())
+    truncated = tmp_path / "truncated"
+    shutil.copytree(path, truncated)
+    db3 = truncated / "bag.db3"
+    db3.write_bytes(db3.read_bytes()[: db3.stat().st_size // 2])
+    with pytest.raises(BagError, match="corrupt or truncated"):
+        list(read_frames(truncated))
+
+    garbage = tmp_path / "garbage"
+    shutil.copytree(path, garbage)
+    (garbage / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed\n\x00")
+    with pytest.raises(BagError):
+        read_frames(garbage)
+    with pytest.raises(BagError):
+        read_metadata(garbage)
+
+
+def test_padded_step_big_endian_and_bgr_decode():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    padded = np.zeros((5, 7 * 3 + 11), dtype=np.uint8)
+    padded[:, :21] = rgb[:, :, ::-1].reshape(5, 21)
+    bgr_msg = make_image_msg(rgb, 0, "cam")
+    bgr_msg.encoding, bgr_msg.step, bgr_msg.data = "bgr8", 32, padded.reshape(-1)
+    np.testing.assert_array_equal(decode_rgb(bgr_msg), rgb)
+
+    depth = rng.uniform(0.1, 9.0, (5, 7)).astype(np.float32)
+    rows = np.zeros((5, 7 * 4 + 4), dtype=np.uint8)
+    rows[:, :28] = depth.astype(">f4").view(np.uint8).reshape(5, 28)
+    msg = make_image_msg(depth, 0, "cam")
+    msg.is_bigendian, msg.step, msg.data = 1, 32, rows.reshape(-1)
+    np.testing.assert_array_equal(decode_depth(msg), depth)
+
+    mm = np.array([[0, 1000, 65535]], dtype=np.uint16)
+    expected_m = np.array([[np.nan, 1.0, 65.535]], dtype=np.float32)
+    np.testing.assert_array_equal(decode_depth(make_image_msg(mm, 0, "cam")), expected_m)
+
+    short = make_image_msg(rgb, 0, "cam")
+    short.step = 20  # fewer bytes than a row of 7 rgb8 pixels
+    with pytest.raises(BagError, match="step"):
+        decode_rgb(short)
+    short.encoding = "yuv422"
+    with pytest.raises(BagError, match="yuv422"):
+        decode_rgb(short)
+
+
+def test_failure_mid_write_leaves_nothing(tmp_path):
+    frames = make_frames()
+    with pytest.raises(RuntimeError):
+        with BagWriter(tmp_path / "bag") as writer:
+            writer.write(frames[0])
+            raise RuntimeError("converter crashed")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="stamps must increase"):
+        with BagWriter(tmp_path / "bag") as writer:
+            writer.write(frames[1])
+            writer.write(frames[0])
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_only_when_asked(tmp_path):
+    path = write_bag(tmp_path / "bag", make_frames(1))
+    with pytest.raises(BagError, match="exists"):
+        write_bag(path, make_frames(2))
+    assert len(list(read_frames(path))) == 1
+    write_bag(path, make_frames(2), overwrite=True, storage="mcap")
+    assert len(list(read_frames(path))) == 2
+    assert sorted(os.listdir(tmp_path)) == ["bag"]
+
+
+def test_16uc1_beyond_range_becomes_invalid(tmp_path):
+    frame = make_frames(1)[0]
+    frame.depth[0, 0] = 70.0
+    with pytest.warns(UserWarning, match="65.535"):
+        path = write_bag(tmp_path / "bag", [frame], gt_encoding="16UC1")
+    assert np.isnan(next(iter(read_frames(path))).depth[0, 0])

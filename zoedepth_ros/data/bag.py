@@ -1,0 +1,540 @@
+"""Evaluation bags: RGB + camera info + metric ground truth in rosbag2, without ROS.
+
+Layout (docs/bag-layout.md has the full description):
+
+- `/camera/image` sensor_msgs/Image rgb8, or `/camera/image/compressed`
+  sensor_msgs/CompressedImage (jpeg/png, image_transport naming);
+- `/camera/camera_info` sensor_msgs/CameraInfo (K and P filled, D zero, plumb_bob);
+- `/ground_truth/depth` sensor_msgs/Image, 32FC1 metres with NaN = invalid, or 16UC1
+  millimetres with 0 = invalid (REP 118);
+- `/tf_static` tf2_msgs/TFMessage with one transform base_link -> camera optical frame.
+
+Messages of one frame carry identical headers, and each is logged at its header stamp.
+Bags are rosbag2 metadata version 9 (Jazzy), sqlite3 or mcap storage, written with rosbags.
+The messages built here are rosbags typestore messages, not rclpy ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
+
+import numpy as np
+
+from zoedepth_ros.errors import ZoeDepthError
+
+if TYPE_CHECKING:
+    from rosbags.typesys.store import Typestore
+
+BAG_VERSION = 9
+LAYOUT = "zoedepth_ros.bag/1"
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+# base_link (x forward, y left, z up) -> optical frame (x right, y down, z forward), REP 103.
+OPTICAL_ROTATION_XYZW = (-0.5, 0.5, -0.5, 0.5)
+MAX_16UC1_DEPTH_M = 65.535
+
+Storage = Literal["sqlite3", "mcap"]
+ImageFormat = Literal["raw", "jpeg", "png"]
+GtEncoding = Literal["32FC1", "16UC1"]
+
+
+class BagError(ZoeDepthError):
+    """A bag that cannot be written or read as an evaluation bag; the message says why."""
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names of the layout. The reader takes RGB from `image` when the bag has it,
+    otherwise from `compressed_image`; `depth=None` reads bags without ground truth."""
+
+    image: str = "/camera/image"
+    compressed_image: str = "/camera/image/compressed"
+    camera_info: str = "/camera/camera_info"
+    depth: str | None = "/ground_truth/depth"
+    tf_static: str = "/tf_static"
+
+
+DEFAULT_TOPICS = BagTopics()
+
+
+@dataclass
+class BagFrame:
+    """One RGB frame with its calibration and metric ground truth (NaN = no GT)."""
+
+    stamp_ns: int
+    frame_id: str
+    rgb: np.ndarray  # HxWx3 uint8, RGB order
+    depth: np.ndarray | None  # HxW float32 metres along the optical axis, NaN invalid
+    K: np.ndarray  # 3x3
+    P: np.ndarray | None = None  # 3x4; None when writing means [K | 0]
+    width: int = 0  # 0: the image width
+    height: int = 0  # 0: the image height
+
+    def __post_init__(self) -> None:
+        height, width = self.rgb.shape[:2]
+        self.width = self.width or width
+        self.height = self.height or height
+
+
+@lru_cache(maxsize=1)
+def typestore() -> Typestore:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def make_header(stamp_ns: int, frame_id: str) -> Any:
+    ts = typestore()
+    stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+    return ts.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+
+def stamp_to_ns(header: Any) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
+
+
+_RAW_ENCODINGS = {
+    np.dtype(np.uint8): {3: "rgb8", 1: "mono8"},
+    np.dtype(np.float32): {1: "32FC1"},
+    np.dtype(np.uint16): {1: "16UC1"},
+}
+
+
+def make_image_msg(array: np.ndarray, stamp_ns: int, frame_id: str, image_format: ImageFormat = "raw") -> Any:
+    """sensor_msgs/Image from HxWx3 uint8 RGB (rgb8), HxW uint8 (mono8), float32 (32FC1) or
+    uint16 (16UC1); with image_format jpeg/png, a sensor_msgs/CompressedImage of RGB."""
+    ts = typestore()
+    header = make_header(stamp_ns, frame_id)
+    if image_format != "raw":
+        import cv2
+
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"{image_format} compression takes HxWx3 uint8 RGB, got {array.dtype} {array.shape}")
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpeg" else []
+        ok, encoded = cv2.imencode(".jpg" if image_format == "jpeg" else ".png", array[:, :, ::-1], params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode a {array.shape} image as {image_format}")
+        # image_transport's format string: what was compressed; OpenCV always decodes to bgr8.
+        fmt = f"rgb8; {image_format} compressed bgr8"
+        return ts.types[COMPRESSED_IMAGE](header=header, format=fmt, data=encoded.reshape(-1))
+    channels = array.shape[2] if array.ndim == 3 else 1
+    encoding = _RAW_ENCODINGS.get(array.dtype, {}).get(channels)
+    if encoding is None or array.ndim not in (2, 3):
+        raise ValueError(f"no raw encoding for {array.dtype} array of shape {array.shape}")
+    height, width = array.shape[:2]
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return ts.types[IMAGE](
+        header=header,
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels * array.dtype.itemsize,
+        data=data.view(np.uint8).reshape(-1),
+    )
+
+
+def make_camera_info_msg(
+    K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str, P: np.ndarray | None = None
+) -> Any:
+    """sensor_msgs/CameraInfo of a rectified pinhole camera: D zero, R identity, P = [K | 0]
+    unless given (consumers such as depth_image_proc read fx, fy, cx, cy from P)."""
+    ts = typestore()
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    P = np.hstack([K, np.zeros((3, 1))]) if P is None else np.asarray(P, dtype=np.float64).reshape(3, 4)
+    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return ts.types[CAMERA_INFO](
+        header=make_header(stamp_ns, frame_id),
+        height=int(height),
+        width=int(width),
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=K.reshape(-1).copy(),
+        r=np.eye(3).reshape(-1),
+        p=P.reshape(-1).copy(),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
+    )
+
+
+def make_tf_static_msg(
+    parent: str,
+    child: str,
+    stamp_ns: int,
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    rotation_xyzw: tuple[float, float, float, float] = OPTICAL_ROTATION_XYZW,
+) -> Any:
+    """tf2_msgs/TFMessage with one transform parent -> child."""
+    ts = typestore()
+    transform = ts.types["geometry_msgs/msg/Transform"](
+        translation=ts.types["geometry_msgs/msg/Vector3"](*map(float, translation)),
+        rotation=ts.types["geometry_msgs/msg/Quaternion"](*map(float, rotation_xyzw)),
+    )
+    stamped = ts.types["geometry_msgs/msg/TransformStamped"](
+        header=make_header(stamp_ns, parent), child_frame_id=child, transform=transform
+    )
+    return ts.types[TF_MESSAGE](transforms=[stamped])
+
+
+def _raw_pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
+    """HxWxC array of a raw Image, honouring `step` row padding and `is_bigendian`."""
+    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * dtype.itemsize
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if step < row_bytes or buf.size < step * height:
+        raise BagError(
+            f"{msg.encoding} image {width}x{height}: step {step} and {buf.size} data bytes "
+            f"do not hold {row_bytes}-byte rows"
+        )
+    rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
+
+
+def decode_rgb(msg: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB from an Image (rgb8, bgr8, rgba8, bgra8, mono8) or a CompressedImage."""
+    if msg.__msgtype__ == COMPRESSED_IMAGE:
+        import cv2
+
+        bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise BagError(f"cannot decode CompressedImage (format {msg.format!r})")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
+    if channels is None:
+        raise BagError(f"unsupported RGB encoding {msg.encoding!r} (rgb8, bgr8, rgba8, bgra8, mono8)")
+    pixels = _raw_pixels(msg, np.uint8, channels)
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    rgb = pixels[:, :, :3]
+    return np.ascontiguousarray(rgb[:, :, ::-1] if msg.encoding.startswith("bgr") else rgb)
+
+
+def decode_depth(msg: Any) -> np.ndarray:
+    """HxW float32 metres from a 32FC1 (metres) or 16UC1 (millimetres) Image; everything that
+    is not a positive finite depth (NaN, +-inf, 0) becomes NaN."""
+    if msg.encoding == "32FC1":
+        depth = _raw_pixels(msg, np.float32, 1)[:, :, 0]
+        return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype(np.float32)
+    if msg.encoding == "16UC1":
+        mm = _raw_pixels(msg, np.uint16, 1)[:, :, 0]
+        return np.where(mm > 0, mm.astype(np.float32) / np.float32(1000.0), np.float32(np.nan))
+    raise BagError(f"unsupported depth encoding {msg.encoding!r} (32FC1 or 16UC1)")
+
+
+def encode_depth(depth: np.ndarray, gt_encoding: GtEncoding) -> np.ndarray:
+    """Metres (NaN, inf, <= 0 invalid) to the array of a 32FC1 or 16UC1 GT image."""
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    if gt_encoding == "32FC1":
+        # REP 118: a float 0.0 is a valid point at the camera origin, so invalid is NaN.
+        return np.where(valid, depth, np.float32(np.nan)).astype(np.float32)
+    if gt_encoding == "16UC1":
+        mm = np.rint(np.where(valid, depth, 0.0).astype(np.float64) * 1000.0)
+        if np.any(mm > 65535):
+            warnings.warn(
+                f"16UC1 ground truth holds at most {MAX_16UC1_DEPTH_M} m; deeper pixels are written as invalid",
+                stacklevel=3,
+            )
+        return np.where(mm <= 65535, mm, 0).astype(np.uint16)
+    raise ValueError(f"gt_encoding must be '32FC1' or '16UC1', not {gt_encoding!r}")
+
+
+class BagWriter:
+    """Context manager writing `BagFrame`s as an evaluation bag, atomically.
+
+    The bag is written inside `<path>.partial-<pid>/` and renamed to `path` only when the
+    `with` block ends without an exception; on an exception the partial bag is deleted, so
+    `path` is either a complete bag or untouched. An existing `path` is an error unless
+    `overwrite=True` (then it is replaced at the rename). `metadata` goes to the bag's
+    custom_data with the writer's own keys (layout, image_format, gt_encoding), which win.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        storage: Storage = "sqlite3",
+        image_format: ImageFormat = "raw",
+        gt_encoding: GtEncoding = "32FC1",
+        topics: BagTopics = DEFAULT_TOPICS,
+        metadata: Mapping[str, str] | None = None,
+        base_frame: str = "base_link",
+        camera_translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        overwrite: bool = False,
+    ) -> None:
+        if storage not in ("sqlite3", "mcap"):
+            raise ValueError(f"storage must be 'sqlite3' or 'mcap', not {storage!r}")
+        if image_format not in ("raw", "jpeg", "png"):
+            raise ValueError(f"image_format must be 'raw', 'jpeg' or 'png', not {image_format!r}")
+        if gt_encoding not in ("32FC1", "16UC1"):
+            raise ValueError(f"gt_encoding must be '32FC1' or '16UC1', not {gt_encoding!r}")
+        if topics.depth is None:
+            raise ValueError("an evaluation bag needs a ground-truth topic (topics.depth)")
+        self.path = Path(path)
+        self.storage = storage
+        self.image_format = image_format
+        self.gt_encoding = gt_encoding
+        self.topics = topics
+        self.metadata = {**(metadata or {}), "layout": LAYOUT, "image_format": image_format, "gt_encoding": gt_encoding}
+        self.base_frame = base_frame
+        self.camera_translation = camera_translation
+        self.overwrite = overwrite
+        self.frames_written = 0
+        self._staging = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
+        self._writer: Any = None
+        self._connections: dict[str, Any] = {}
+        self._frame_id: str | None = None
+        self._last_stamp = -1
+
+    def _check_target(self) -> None:
+        if self.path.exists() and not self.overwrite:
+            raise BagError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+
+    def __enter__(self) -> BagWriter:
+        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self._check_target()
+        if self._staging.exists():  # left by a killed writer that had our pid
+            shutil.rmtree(self._staging)
+        self._staging.mkdir(parents=True)
+        try:
+            plugin = StoragePlugin.SQLITE3 if self.storage == "sqlite3" else StoragePlugin.MCAP
+            self._writer = Writer(self._staging / self.path.name, version=BAG_VERSION, storage_plugin=plugin)
+            for key, value in self.metadata.items():
+                self._writer.set_custom_data(str(key), str(value))
+            self._writer.open()
+            ts = typestore()
+            image_topic, image_type = (
+                (self.topics.image, IMAGE)
+                if self.image_format == "raw"
+                else (self.topics.compressed_image, COMPRESSED_IMAGE)
+            )
+            # Late subscribers (RViz, tf buffers) only get a static transform that is latched.
+            latched = Qos(
+                QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False,
+            )  # fmt: skip
+            for role, topic, msgtype, qos in (
+                ("tf_static", self.topics.tf_static, TF_MESSAGE, (latched,)),
+                ("image", image_topic, image_type, ()),
+                ("camera_info", self.topics.camera_info, CAMERA_INFO, ()),
+                ("depth", self.topics.depth, IMAGE, ()),
+            ):
+                self._connections[role] = self._writer.add_connection(
+                    topic, msgtype, typestore=ts, offered_qos_profiles=qos
+                )
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def write(self, frame: BagFrame) -> None:
+        """Append one frame: image, camera info and GT with one header, logged at its stamp."""
+        if self._writer is None:
+            raise BagError("BagWriter.write outside its `with` block")
+        if frame.depth is None:
+            raise ValueError("an evaluation bag frame needs ground truth (frame.depth)")
+        if frame.stamp_ns <= self._last_stamp:
+            raise ValueError(f"stamps must increase (frames are paired by stamp): {frame.stamp_ns} after {self._last_stamp}")
+        if frame.depth.shape != frame.rgb.shape[:2]:
+            raise ValueError(f"depth {frame.depth.shape} and rgb {frame.rgb.shape[:2]} sizes differ")
+        if self._frame_id is None:
+            self._frame_id = frame.frame_id
+            tf = make_tf_static_msg(self.base_frame, frame.frame_id, frame.stamp_ns, self.camera_translation)
+            self._write("tf_static", tf, frame.stamp_ns)
+        elif frame.frame_id != self._frame_id:
+            raise ValueError(f"frame_id changed from {self._frame_id!r} to {frame.frame_id!r}; /tf_static covers one camera")
+        stamp = frame.stamp_ns
+        self._write("image", make_image_msg(frame.rgb, stamp, frame.frame_id, self.image_format), stamp)
+        info = make_camera_info_msg(frame.K, frame.width, frame.height, stamp, frame.frame_id, frame.P)
+        self._write("camera_info", info, stamp)
+        gt = encode_depth(frame.depth, self.gt_encoding)
+        self._write("depth", make_image_msg(gt, stamp, frame.frame_id), stamp)
+        self._last_stamp = stamp
+        self.frames_written += 1
+
+    def _write(self, role: str, msg: Any, stamp_ns: int) -> None:
+        data = typestore().serialize_cdr(msg, msg.__msgtype__)
+        self._writer.write(self._connections[role], stamp_ns, data)
+
+    def _discard(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.storage is not None:
+            writer.abort()
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            self._writer.close()
+            self._writer = None
+            self._check_target()
+            old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+            replacing = self.path.exists()
+            if replacing:
+                self.path.rename(old)
+            try:
+                (self._staging / self.path.name).rename(self.path)
+            except BaseException:
+                if replacing:
+                    old.rename(self.path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+            self._staging.rmdir()
+        except BaseException:
+            self._discard()
+            raise
+
+
+def _reader_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged bag raises inside rosbags: metadata/mcap parsing, its apsw sqlite
+    reader, CDR deserialisation, and the file system."""
+    import apsw
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.serde import SerdeError
+
+    return (ReaderError, SerdeError, apsw.Error, OSError)
+
+
+def _check_bag_path(path: Path) -> None:
+    if not path.exists():
+        raise BagError(f"no bag at {path}")
+    if not path.is_dir() or not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
+
+
+class FrameReader:
+    """Iterable of the `BagFrame`s of an evaluation bag, paired by header stamp.
+
+    Creating it checks that the bag is readable and has the layout's topics (BagError naming what
+    is missing). After a full iteration, `frames` is the number of frames yielded and
+    `unpaired` counts, per topic, the messages that found no partner with the same stamp
+    (a frame lacking its GT, info or image); they are reported, never silently dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> None:
+        self.path = Path(path)
+        self.topics = topics
+        self.frames = 0
+        self.unpaired: Counter[str] = Counter()
+        self.roles = self._resolve_topics()
+
+    def _open(self) -> Any:
+        from rosbags.rosbag2 import Reader
+
+        _check_bag_path(self.path)
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except _reader_errors() as exc:
+            raise BagError(f"cannot read bag {self.path} (corrupt or truncated?): {exc}") from exc
+        return reader
+
+    def _resolve_topics(self) -> dict[str, str]:
+        """role -> topic, checking presence and message types."""
+        reader = self._open()
+        try:
+            available = {topic: info.msgtype for topic, info in reader.topics.items()}
+        finally:
+            reader.close()
+        image = self.topics.image if self.topics.image in available else self.topics.compressed_image
+        wanted = {"image": image, "camera_info": self.topics.camera_info}
+        if self.topics.depth is not None:
+            wanted["depth"] = self.topics.depth
+        missing = [topic for topic in wanted.values() if topic not in available]
+        if missing:
+            if image in missing:
+                missing[missing.index(image)] = f"{self.topics.image} (or {self.topics.compressed_image})"
+            listing = ", ".join(f"{t} [{m}]" for t, m in sorted(available.items())) or "no topics"
+            raise BagError(f"bag {self.path} lacks topic(s) {', '.join(missing)}; it has {listing}")
+        expected = {
+            "image": (IMAGE, COMPRESSED_IMAGE),
+            "camera_info": (CAMERA_INFO,),
+            "depth": (IMAGE,),
+        }
+        for role, topic in wanted.items():
+            if available[topic] not in expected[role]:
+                raise BagError(f"bag {self.path}: topic {topic} is {available[topic]}, expected {' or '.join(expected[role])}")
+        return wanted
+
+    def __iter__(self) -> Iterator[BagFrame]:
+        self.frames = 0
+        self.unpaired = Counter()
+        topic_roles = {topic: role for role, topic in self.roles.items()}
+        ts = typestore()
+        pending: dict[int, dict[str, Any]] = {}
+        reader = self._open()
+        try:
+            connections = [c for c in reader.connections if c.topic in topic_roles]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = ts.deserialize_cdr(raw, connection.msgtype)
+                stamp = stamp_to_ns(msg.header)
+                parts = pending.setdefault(stamp, {})
+                role = topic_roles[connection.topic]
+                if role in parts:
+                    self.unpaired[connection.topic] += 1
+                    continue
+                parts[role] = msg
+                if len(parts) == len(self.roles):
+                    del pending[stamp]
+                    self.frames += 1
+                    yield self._frame(stamp, parts)
+        except _reader_errors() as exc:
+            raise BagError(f"cannot read bag {self.path} (corrupt or truncated?): {exc}") from exc
+        finally:
+            reader.close()
+        for parts in pending.values():
+            for role in parts:
+                self.unpaired[self.roles[role]] += 1
+
+    def _frame(self, stamp: int, parts: dict[str, Any]) -> BagFrame:
+        info = parts["camera_info"]
+        rgb = decode_rgb(parts["image"])
+        depth = decode_depth(parts["depth"]) if "depth" in parts else None
+        if depth is not None and depth.shape != rgb.shape[:2]:
+            raise BagError(f"frame {stamp}: GT {depth.shape} and image {rgb.shape[:2]} sizes differ")
+        return BagFrame(
+            stamp_ns=stamp,
+            frame_id=parts["image"].header.frame_id,
+            rgb=rgb,
+            depth=depth,
+            K=np.asarray(info.k, dtype=np.float64).reshape(3, 3),
+            P=np.asarray(info.p, dtype=np.float64).reshape(3, 4),
+            width=int(info.width),
+            height=int(info.height),
+        )
+
+
+def read_frames(path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> FrameReader:
+    """Frames of an evaluation bag; iterate it, then read `.frames` and `.unpaired`."""
+    return FrameReader(path, topics)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The bag's custom_data (protocol, split, crop, depth range, layout keys) as strings."""
+    import yaml
+
+    path = Path(path)
+    _check_bag_path(path)
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+        custom = info.get("custom_data") or {}
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise BagError(f"cannot parse {path / 'metadata.yaml'}: {exc}") from exc
+    if not isinstance(custom, dict):
+        raise BagError(f"{path / 'metadata.yaml'}: custom_data is not a mapping")
+    return {str(k): str(v) for k, v in custom.items()}

@@ -1,0 +1,135 @@
+"""A ROS-free depth estimator: RGB uint8 images in, metric depth at the original resolution out.
+
+Pre-processing is the official ZoeDepth one: [0, 1] RGB, optional reflect padding, bilinear
+(align_corners=True) resize to the network size, normalisation with mean 0.5 / std 0.5. Two modes:
+- "infer" (official `infer()`): keep-aspect "minimal" resize to a multiple of 32 around the
+  model's img_size, bicubic upsampling back to the input size;
+- "eval" (official evaluation): stretch to img_size, bilinear (align_corners=True) back.
+Flip test-time augmentation runs the image and its mirror as one batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_model
+from .zoedepth import ZoeDepth
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = ("infer", "eval")
+
+
+@dataclass
+class DepthPrediction:
+    depth: np.ndarray  # (H, W) float32 metres
+    std: np.ndarray | None  # (H, W) float32 std of the per-pixel depth distribution (with_std)
+    domain: str | None  # head the router chose ("nyu", "kitti"); None for single-head models
+    domain_logits: np.ndarray | None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
+    return dev
+
+
+def network_size(height: int, width: int, target: tuple[int, int], keep_aspect: bool = True, multiple: int = 32) -> tuple[int, int]:
+    """MiDaS "minimal" rule: scale by the side whose scale is closest to 1, round to the multiple."""
+    if not keep_aspect:
+        return target
+    scale_h, scale_w = target[0] / height, target[1] / width
+    scale = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+    # numpy's round (half to even), as the official Resize does
+    return tuple(int(np.round(s * scale / multiple) * multiple) or multiple for s in (height, width))
+
+
+def reflect_padding(height: int, width: int) -> tuple[int, int]:
+    """Official infer() padding: int(sqrt(H/2)*3) rows and int(sqrt(W/2)*3) columns on each side."""
+    return int(np.sqrt(height / 2) * 3), int(np.sqrt(width / 2) * 3)
+
+
+class DepthEstimator:
+    def __init__(self, model: ZoeDepth | str | os.PathLike, device: str = "auto", precision: str = "fp32",
+                 flip_tta: bool = False, pad: bool = False, mode: str = "infer"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.device = resolve_device(device)
+        if isinstance(model, (str, Path)):
+            model = load_model(model, map_location="cpu")
+        self.model = model.to(self.device).eval()
+        self.precision, self.flip_tta, self.pad, self.mode = precision, flip_tta, pad, mode
+        self.head_names = self.model.config.head_names
+
+    def predict(self, rgb: np.ndarray, with_std: bool = False) -> DepthPrediction:
+        """`rgb`: (H, W, 3) uint8 RGB."""
+        return self.predict_batch([rgb], with_std=with_std)[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: list[np.ndarray] | np.ndarray, with_std: bool = False) -> list[DepthPrediction]:
+        """Images of one size, run as one batch (twice its size with flip TTA)."""
+        batch = np.stack(images) if isinstance(images, (list, tuple)) else images
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB images of shape (H, W, 3), got {batch.dtype} {batch.shape[1:]}")
+        n, height, width = batch.shape[:3]
+        if min(height, width) < 2:
+            raise ValueError(f"image too small: {height}x{width}")
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        pad_h, pad_w = reflect_padding(height, width) if self.pad else (0, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+        size = network_size(x.shape[-2], x.shape[-1], self.model.config.img_size, keep_aspect=self.mode == "infer")
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True).sub_(0.5).div_(0.5)
+        if self.flip_tta:
+            x = torch.cat([x, x.flip(-1)])
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = self.model(x, return_bins=with_std)
+        depth = out.metric_depth.float()
+        std = out.depth_std() if with_std else None
+        logits = out.domain_logits
+        if self.flip_tta:
+            depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
+            std = 0.5 * (std[:n] + std[n:].flip(-1)) if std is not None else None
+            logits = logits[:n] + logits[n:] if logits is not None else None
+        results = [self._to_input_size(t, height, width, pad_h, pad_w) for t in (depth, std)]
+        domains = (logits.argmax(-1) if logits is not None else out.domain[:n]).tolist()
+        logits_np = logits.float().cpu().numpy() if logits is not None else None
+        return [
+            DepthPrediction(
+                depth=results[0][i],
+                std=results[1][i] if results[1] is not None else None,
+                domain=self.head_names[domains[i]] if len(self.head_names) > 1 else None,
+                domain_logits=logits_np[i] if logits_np is not None else None,
+            )
+            for i in range(n)
+        ]
+
+    def _to_input_size(self, t: torch.Tensor | None, height: int, width: int, pad_h: int, pad_w: int):
+        if t is None:
+            return None
+        full = (height + 2 * pad_h, width + 2 * pad_w)
+        if self.mode == "eval":
+            t = F.interpolate(t, size=full, mode="bilinear", align_corners=True)
+        else:
+            t = F.interpolate(t, size=full, mode="bicubic", align_corners=False)
+        t = t[:, 0, pad_h:pad_h + height, pad_w:pad_w + width]
+        return t.cpu().numpy().astype(np.float32, copy=False)
+
+    def release(self) -> None:
+        """Drop the model and free device memory (lifecycle cleanup)."""
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

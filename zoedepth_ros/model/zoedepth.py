@@ -1,0 +1,60 @@
+"""ZoeDepth: BEiT encoder + DPT decoder + metric-bins head(s), on normalised pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .beit import BeitEncoder
+from .config import ZoeDepthConfig
+from .dpt import DPTDecoder, Reassemble
+from .metric_bins import MetricHead
+
+
+@dataclass
+class ZoeDepthOutput:
+    metric_depth: torch.Tensor  # (B, 1, H, W) metres at the network input resolution
+    relative_depth: torch.Tensor  # (B, 1, H/2, W/2) MiDaS relative (inverse) depth
+    domain_logits: torch.Tensor | None  # (B, n_heads) router logits; None for single-head models
+    domain: torch.Tensor  # (B,) index into config.heads of the head that produced each sample
+    probs: torch.Tensor | None = None  # (B, n_bins, H, W) per-pixel bin probabilities (return_bins)
+    bin_centers: torch.Tensor | None = None  # (B, n_bins, H, W) bin centres in metres (return_bins)
+
+    def depth_std(self) -> torch.Tensor:
+        """Standard deviation of each pixel's depth distribution, (B, 1, H, W); needs return_bins."""
+        if self.probs is None:
+            raise ValueError("call the model with return_bins=True to get the depth distribution")
+        probs, centers = self.probs.float(), self.bin_centers.float()
+        var = torch.sum(probs * (centers - self.metric_depth) ** 2, dim=1, keepdim=True)
+        return var.clamp(min=0).sqrt()
+
+
+class ZoeDepth(nn.Module):
+    """Input: (B, 3, H, W) RGB normalised with mean 0.5, std 0.5, H and W multiples of 32."""
+
+    def __init__(self, config: ZoeDepthConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = BeitEncoder(config)
+        self.reassemble = Reassemble(config)
+        self.decoder = DPTDecoder(config)
+        self.metric_head = MetricHead(config)
+
+    def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None, return_bins: bool = False) -> ZoeDepthOutput:
+        """`domain` (B,) forces each sample's head (training with dataset labels); by default the router decides."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.shape[-2] % 32 or pixels.shape[-1] % 32:
+            raise ValueError(f"expected (B, 3, H, W) with H, W multiples of 32, got {tuple(pixels.shape)}")
+        patch = self.config.patch_size
+        grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
+        taps = self.encoder(pixels)
+        activation, bottleneck, fused, relative = self.decoder(self.reassemble(taps, grid))
+        if torch.is_autocast_enabled(pixels.device.type):
+            # The bins head divides by temperatures down to 0.0212 and sums 64 bins: keep it in fp32.
+            with torch.autocast(pixels.device.type, enabled=False):
+                head = self.metric_head(activation.float(), bottleneck.float(), [f.float() for f in fused],
+                                        relative.float(), domain=domain, return_bins=return_bins)
+        else:
+            head = self.metric_head(activation, bottleneck, fused, relative, domain=domain, return_bins=return_bins)
+        return ZoeDepthOutput(head.depth, relative, head.domain_logits, head.domain, head.probs, head.bin_centers)
