@@ -1,0 +1,107 @@
+"""DepthEstimator: the official pre/post-processing, flip TTA as one batch, precisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoedepth_ros.model import DepthEstimator, ZoeDepth, tiny_config
+from zoedepth_ros.model.estimator import network_size, reflect_padding
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((480, 640), (384, 512)), ((720, 1280), (384, 672)), ((375, 1242), (384, 1280)), ((384, 512), (384, 512)),
+])
+def test_minimal_resize_rule(size, expected):
+    assert network_size(*size, (384, 512)) == expected
+
+
+def test_eval_mode_stretches():
+    assert network_size(375, 1242, (384, 768), keep_aspect=False) == (384, 768)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ZoeDepth(tiny_config("NK")).eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(base, np.ones((10, 10, 1), dtype=np.uint8)))  # 120x160, structured
+
+
+def _reference(model, image, size, flip):
+    """Straight from the definitions: [0,1], bilinear align_corners resize, normalise, forward."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    x = (x - 0.5) / 0.5
+    with torch.no_grad():
+        d = model(x).metric_depth
+        if flip:
+            d = 0.5 * (d + model(x.flip(-1)).metric_depth.flip(-1))
+    return d
+
+
+def test_infer_mode_matches_the_definition(model, image):
+    est = DepthEstimator(model, device="cpu", flip_tta=True)
+    pred = est.predict(image)
+    assert pred.depth.shape == image.shape[:2] and pred.depth.dtype == np.float32
+    size = network_size(120, 160, model.config.img_size)
+    ref = F.interpolate(_reference(model, image, size, flip=True), size=(120, 160), mode="bicubic", align_corners=False)
+    np.testing.assert_allclose(pred.depth, ref[0, 0].numpy(), rtol=1e-5)
+    assert pred.domain in ("nyu", "kitti") and pred.domain_logits.shape == (2,)
+
+
+def test_eval_mode_matches_the_definition(model, image):
+    pred = DepthEstimator(model, device="cpu", flip_tta=True, mode="eval").predict(image)
+    ref = F.interpolate(_reference(model, image, model.config.img_size, flip=True), size=(120, 160),
+                        mode="bilinear", align_corners=True)
+    np.testing.assert_allclose(pred.depth, ref[0, 0].numpy(), rtol=1e-5)
+
+
+def test_reflect_padding_is_cropped_back(model, image):
+    pred = DepthEstimator(model, device="cpu", pad=True).predict(image)
+    assert pred.depth.shape == (120, 160) and np.isfinite(pred.depth).all()
+    assert reflect_padding(480, 640) == (46, 53)
+    unpadded = DepthEstimator(model, device="cpu", pad=False).predict(image)
+    assert not np.allclose(pred.depth, unpadded.depth)
+
+
+def test_batch_equals_single_frames(model, image):
+    est = DepthEstimator(model, device="cpu", flip_tta=True)
+    other = np.ascontiguousarray(image[::-1])
+    batch = est.predict_batch([image, other], with_std=True)
+    for img, got in zip((image, other), batch):
+        single = est.predict(img, with_std=True)
+        np.testing.assert_allclose(got.depth, single.depth, rtol=1e-5)
+        np.testing.assert_allclose(got.std, single.std, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_close_to_fp32(model, image):
+    fp32 = DepthEstimator(model, device="cpu", precision="fp32").predict(image).depth
+    bf16 = DepthEstimator(model, device="cpu", precision="bf16").predict(image).depth
+    assert np.abs(bf16 - fp32).max() / np.abs(fp32).max() < 1e-2
+    assert np.median(np.abs(bf16 - fp32) / fp32) < 1e-2
+
+
+def test_std_is_a_spread(model, image):
+    pred = DepthEstimator(model, device="cpu").predict(image, with_std=True)
+    assert pred.std.shape == image.shape[:2] and np.all(np.isfinite(pred.std)) and np.all(pred.std >= 0)
+    assert pred.std.mean() > 0
+
+
+def test_bad_inputs(model, image):
+    est = DepthEstimator(model, device="cpu")
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        est.predict(image.astype(np.float32))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        est.predict(image[..., :2])
+    with pytest.raises(ValueError, match="precision"):
+        DepthEstimator(model, precision="int8")
+    with pytest.raises(ValueError, match="unsupported device"):
+        DepthEstimator(model, device="tpu")
