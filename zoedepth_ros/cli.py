@@ -1,10 +1,9 @@
 """The `zoedepth-ros` command line: one entry point, one subcommand per job.
 
 Each subcommand lives in the module that implements the job and exposes
-`add_parser(subparsers)`, which registers its parser and sets `func` to the
-handler `func(args) -> int`. Modules are imported lazily by name so that
-`zoedepth-ros --help` stays fast and a subcommand never pays for another's
-imports (torch, rclpy).
+`add_parser(subparsers, name)`, which registers its parser and sets `func` to the
+handler `func(args) -> int`. Only the chosen subcommand's module is imported, so a
+command never pays for another's imports (torch, rclpy) and `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,31 +11,42 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
 
-# subcommand name -> module providing add_parser(); ordered as shown in --help.
-SUBCOMMANDS: dict[str, str] = {
-    "predict": "zoedepth_ros.predict",
-    "weights": "zoedepth_ros.model.weights",
-    "synth": "zoedepth_ros.data.synth",
-    "node": "zoedepth_ros.node",
+# subcommand name -> (module providing add_parser(), one-line help); ordered as shown in --help.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("zoedepth_ros.predict", "predict metric depth for an image file"),
+    "node": ("zoedepth_ros.node", "run the ROS 2 depth node (pass ROS arguments after --ros-args)"),
+    "synth": ("zoedepth_ros.data.synth", "write a synthetic indoor/outdoor bag with exact metric ground truth"),
+    "convert": ("zoedepth_ros.data.convert", "convert NYU Depth v2 or KITTI to evaluation bags"),
+    "evaluate": ("zoedepth_ros.eval.evaluate", "score a model or recorded depth on bags with the paper's protocol"),
+    "train": ("zoedepth_ros.train.trainer", "train or fine-tune ZoeDepth (single process or torchrun)"),
+    "weights": ("zoedepth_ros.model.weights", "manage model weights: fetch, convert, list the cache"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; `load` limits which subcommand modules are imported (None: all)."""
     parser = argparse.ArgumentParser(
         prog="zoedepth-ros",
         description="Real-time metric depth (ZoeDepth) for ROS 2: inference, node, evaluation, training.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in SUBCOMMANDS.items():
-        importlib.import_module(module).add_parser(sub, name)
+    load = set(SUBCOMMANDS if load is None else load)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if name in load:
+            importlib.import_module(module).add_parser(sub, name)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from zoedepth_ros.errors import ZoeDepthError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = [argv[0]] if argv and argv[0] in SUBCOMMANDS else []
+    args = build_parser(chosen).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ZoeDepthError as exc:

@@ -1,0 +1,79 @@
+"""Launch the ZoeDepth node on a camera, optionally with RViz.
+
+    ros2 launch zoedepth_ros zoedepth.launch.py camera:=/camera
+    ros2 launch zoedepth_ros zoedepth.launch.py image:=/cam/image_rect camera_info:=/cam/camera_info \
+        model:=/path/to/model.safetensors device:=cuda precision:=fp16 rviz:=true rviz_frame:=cam_optical
+
+Outputs appear under the node's namespace (`namespace:=`): depth/image, depth/camera_info,
+depth/points, depth/colormap. With input_transport "compressed" (params file), the node reads
+`<image>/compressed`, following the `image` remapping as image_transport would.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "zoedepth_ros"
+
+
+def _depth_node(context):
+    def value(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    camera = value("camera").rstrip("/")
+    # model/device/precision override the params file only when given, so the file stays in charge.
+    overrides = {name: value(name) for name in ("model", "device", "precision") if value(name)}
+    overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
+    return [
+        Node(
+            package=PACKAGE,
+            executable="depth_node",
+            name="zoedepth",
+            namespace=value("namespace"),
+            output="screen",
+            parameters=[value("params_file"), overrides],
+            remappings=[
+                ("image", value("image") or f"{camera}/image_raw"),
+                ("camera_info", value("camera_info") or f"{camera}/camera_info"),
+            ],
+            ros_arguments=["--log-level", value("log_level")],
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare(PACKAGE)
+    arguments = [
+        DeclareLaunchArgument("camera", default_value="/camera",
+                              description="Camera namespace: image defaults to <camera>/image_raw and "
+                                          "camera_info to <camera>/camera_info"),
+        DeclareLaunchArgument("image", default_value="",
+                              description="Image topic (prefer a rectified one, e.g. <camera>/image_rect); "
+                                          "empty: <camera>/image_raw"),
+        DeclareLaunchArgument("camera_info", default_value="",
+                              description="CameraInfo topic; empty: <camera>/camera_info"),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its outputs"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="Preset name or checkpoint path; empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: the params file's"),
+        DeclareLaunchArgument("precision", default_value="", description="fp32, bf16 or fp16; empty: the params file's"),
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "zoedepth.yaml"]),
+                              description="Node parameters (YAML)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag playback)"),
+        DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
+        DeclareLaunchArgument("rviz", default_value="false", description="Open RViz with config/zoedepth.rviz"),
+        DeclareLaunchArgument("rviz_frame", default_value="camera_optical_frame",
+                              description="RViz fixed frame: the frame_id of the camera images"),
+    ]
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", PathJoinSubstitution([share, "config", "zoedepth.rviz"]),
+                   "-f", LaunchConfiguration("rviz_frame")],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return LaunchDescription([*arguments, OpaqueFunction(function=_depth_node), rviz])

@@ -1,0 +1,230 @@
+"""Decode `sensor_msgs/Image` and `sensor_msgs/CompressedImage` payloads into HxWx3 uint8 RGB.
+
+Pure numpy/OpenCV so it is testable without rclpy. The result matches
+`CvBridge().imgmsg_to_cv2(msg, "rgb8")` (same OpenCV conversion codes, same 16 -> 8 bit scaling
+`round(v * 255 / 65535)`, applied after the colour conversion as cv_bridge does) while reading the
+message buffer without copying it where the layout allows.
+
+The returned array may be a view of the message buffer (rgb8 input): treat it as read-only and
+do not keep it beyond the message's lifetime unless you copy it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+class ImageDecodeError(ValueError):
+    """An image message that cannot be turned into RGB.
+
+    `reason` is a short stable key (for counting rejections per cause); the message says what is
+    wrong and what to do about it.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Layout:
+    channels: int
+    bytes_per_channel: int
+    # OpenCV conversion to RGB at the native bit depth; None when the pixels already are RGB.
+    to_rgb: int | None
+
+
+_LAYOUTS: dict[str, _Layout] = {
+    "rgb8": _Layout(3, 1, None),
+    "bgr8": _Layout(3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": _Layout(4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": _Layout(4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": _Layout(1, 1, cv2.COLOR_GRAY2RGB),
+    "rgb16": _Layout(3, 2, None),
+    "bgr16": _Layout(3, 2, cv2.COLOR_BGR2RGB),
+    "rgba16": _Layout(4, 2, cv2.COLOR_RGBA2RGB),
+    "bgra16": _Layout(4, 2, cv2.COLOR_BGRA2RGB),
+    "mono16": _Layout(1, 2, cv2.COLOR_GRAY2RGB),
+    "bayer_rggb8": _Layout(1, 1, cv2.COLOR_BayerRGGB2RGB),
+    "bayer_bggr8": _Layout(1, 1, cv2.COLOR_BayerBGGR2RGB),
+    "bayer_gbrg8": _Layout(1, 1, cv2.COLOR_BayerGBRG2RGB),
+    "bayer_grbg8": _Layout(1, 1, cv2.COLOR_BayerGRBG2RGB),
+    "bayer_rggb16": _Layout(1, 2, cv2.COLOR_BayerRGGB2RGB),
+    "bayer_bggr16": _Layout(1, 2, cv2.COLOR_BayerBGGR2RGB),
+    "bayer_gbrg16": _Layout(1, 2, cv2.COLOR_BayerGBRG2RGB),
+    "bayer_grbg16": _Layout(1, 2, cv2.COLOR_BayerGRBG2RGB),
+    # "yuv422" and "yuv422_yuy2" are the deprecated spellings of "uyvy" and "yuyv".
+    "uyvy": _Layout(2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422": _Layout(2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuyv": _Layout(2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    "yuv422_yuy2": _Layout(2, 1, cv2.COLOR_YUV2RGB_YUY2),
+}
+
+SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
+
+# sensor_msgs' generic "TYPE_*" encodings (16UC1, 32FC1, 8UC3, ...): depth maps or untyped
+# buffers, with no colour order a camera image needs.
+_GENERIC_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)(C[1-4])?$")
+
+
+def _unsupported(encoding: str) -> ImageDecodeError:
+    if _GENERIC_ENCODING.match(encoding):
+        return ImageDecodeError(
+            "not_a_camera_image",
+            f"encoding '{encoding}' is a depth/generic buffer, not a camera image: "
+            "remap 'image' to a colour or mono camera topic "
+            f"(supported: {', '.join(SUPPORTED_ENCODINGS)})",
+        )
+    return ImageDecodeError(
+        "unsupported_encoding",
+        f"unsupported image encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})",
+    )
+
+
+def _scale_16_to_8(pixels: np.ndarray) -> np.ndarray:
+    # Exact integer form of round(v * 255 / 65535) = round(v / 257); no tie can occur.
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def decode_image(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    is_bigendian: bool,
+    data,
+    *,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Return the image as a C-contiguous HxWx3 uint8 RGB array.
+
+    `data` is any buffer (the message's `array.array`, bytes, memoryview). `step` padding is
+    skipped and `is_bigendian` honoured for 16-bit encodings. `max_pixels` rejects oversized
+    images from their header, before any allocation. Raises ImageDecodeError.
+    """
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        raise _unsupported(encoding)
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError("empty_image", f"image is {width}x{height}: nothing to decode")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageDecodeError(
+            "image_too_large",
+            f"image is {width}x{height} = {height * width} pixels, above the limit of {max_pixels}",
+        )
+    if layout.channels == 2 and width % 2:
+        raise ImageDecodeError(
+            "bad_layout", f"'{encoding}' packs pixel pairs, so its width must be even (got {width})"
+        )
+    if encoding.startswith("bayer_") and (width < 2 or height < 2):
+        raise ImageDecodeError(
+            "bad_layout", f"'{encoding}' needs at least 2x2 pixels to demosaic (got {width}x{height})"
+        )
+    row_bytes = width * layout.channels * layout.bytes_per_channel
+    if step < row_bytes:
+        raise ImageDecodeError(
+            "bad_step",
+            f"step {step} is shorter than a row of {width} '{encoding}' pixels ({row_bytes} bytes)",
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size < step * height:
+        raise ImageDecodeError(
+            "short_data",
+            f"data has {buffer.size} bytes, {width}x{height} '{encoding}' with step {step} "
+            f"needs {step * height}",
+        )
+
+    rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
+    if layout.bytes_per_channel == 2:
+        dtype = np.dtype(">u2" if is_bigendian else "<u2")
+        rows = rows.view(dtype)
+        if not dtype.isnative or step % 2 or not rows.flags.aligned:
+            # OpenCV reads 16-bit pixels only native-endian and 2-byte aligned (an odd step
+            # errors out or, for Bayer, silently demosaics garbage): copy those.
+            rows = rows.astype(np.uint16)
+    pixels = rows.reshape(height, width, layout.channels) if layout.channels > 1 else rows
+    rgb = pixels if layout.to_rgb is None else cv2.cvtColor(pixels, layout.to_rgb)
+    if layout.bytes_per_channel == 2:
+        rgb = _scale_16_to_8(rgb)
+    return np.ascontiguousarray(rgb)
+
+
+def decode_image_msg(msg, *, max_pixels: int | None = None) -> np.ndarray:
+    """`decode_image` for a `sensor_msgs/Image` (or anything with its fields)."""
+    return decode_image(
+        msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data,
+        max_pixels=max_pixels,
+    )
+
+
+def decode_compressed(fmt: str, data, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a `sensor_msgs/CompressedImage` payload (JPEG or PNG) into HxWx3 uint8 RGB.
+
+    `fmt` is the message's `format` field: "jpeg", "png", or image_transport's
+    "<encoding>; compressed <codec>". Depth payloads ("compressedDepth", or a depth/generic
+    source encoding) are rejected. The codec is detected from the bytes. Raises ImageDecodeError.
+    """
+    if "compresseddepth" in fmt.lower():
+        raise ImageDecodeError(
+            "not_a_camera_image",
+            f"compressed format '{fmt}' is a depth image, not a camera image: "
+            "remap 'image' to a colour or mono camera topic",
+        )
+    source_encoding = fmt.split(";", 1)[0].strip() if ";" in fmt else ""
+    if source_encoding and _GENERIC_ENCODING.match(source_encoding):
+        raise _unsupported(source_encoding)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise ImageDecodeError("empty_image", "compressed image has no data")
+    if max_pixels is not None:
+        size = compressed_size(bytes(buffer[:_HEADER_SCAN_BYTES]))
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise ImageDecodeError(
+                "image_too_large",
+                f"compressed image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+                f"above the limit of {max_pixels}",
+            )
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageDecodeError(
+            "bad_compressed",
+            f"could not decode {buffer.size} bytes of compressed image (format '{fmt}'): "
+            "not a valid JPEG or PNG stream",
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# JPEG headers (EXIF, ICC profiles) may push the frame header far in; past this we stop looking.
+_HEADER_SCAN_BYTES = 1 << 18
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(header: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG or JPEG header without decoding; None if not found."""
+    if header.startswith(_PNG_SIGNATURE) and header[12:16] == b"IHDR":
+        return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    if not header.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 9 <= len(header):
+        if header[pos] != 0xFF:
+            return None
+        marker = header[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            return int.from_bytes(header[pos + 7:pos + 9], "big"), int.from_bytes(header[pos + 5:pos + 7], "big")
+        pos += 2 + int.from_bytes(header[pos + 2:pos + 4], "big")
+    return None
+
+
+def decode_compressed_msg(msg, *, max_pixels: int | None = None) -> np.ndarray:
+    """`decode_compressed` for a `sensor_msgs/CompressedImage`."""
+    return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)

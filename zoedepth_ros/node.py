@@ -1,0 +1,594 @@
+"""The ROS 2 depth node `zoedepth`: camera image in; metric depth, camera info and cloud out.
+
+A managed (lifecycle) node. configure loads the model, activate subscribes, deactivate
+unsubscribes, cleanup frees the model and the device memory; with `autostart` (default) it walks
+itself to active, so a plain `ros2 run` works.
+
+Threading: subscription callbacks only park the newest frame in a one-slot mailbox (an older,
+unprocessed frame is dropped and counted as stale) and return; one worker thread runs decoding,
+inference and publishing. Parameter, lifecycle and camera_info callbacks therefore stay responsive
+while a frame is processed, and the input age behind each output stays under two inference times.
+
+Topics (relative, remappable): `image` (or `<image>/compressed` with input_transport
+"compressed", image_transport's naming), `camera_info` in; `depth/image` (32FC1 metres, REP 118,
+NaN = invalid), `depth/image_mm` (16UC1, 0 = invalid), `depth/camera_info`, `depth/points`,
+`depth/colormap`, `depth/uncertainty` out; `/diagnostics` at 1 Hz. Every output carries the input
+image's header unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, make_dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from zoedepth_ros.camera_info import CameraInfoError, depth_camera_info, intrinsics_from_camera_info, pinhole_from_hfov
+from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
+from zoedepth_ros.colormap import colorize
+from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
+from zoedepth_ros.predict import depth_to_mm16
+
+NODE_NAME = "zoedepth"
+
+# Newest frame only: a backlog of camera frames is latency, never throughput.
+INPUT_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
+# Reliable, so RViz and depth_image_proc (reliable by default) receive it; shallow, so a slow
+# subscriber is never fed stale depth.
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+LATENCY_WINDOW = 200  # frames behind the mean/p95 latencies in /diagnostics
+THROTTLE_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Param:
+    default: object
+    description: str
+    choices: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None
+    applies_on: str = ""  # "configure"/"activate" when changing it takes a lifecycle transition
+    read_only: bool = False
+
+
+PARAMETERS: dict[str, _Param] = {
+    "model": _Param(
+        "ZoeD_M12_NK",
+        "Model: a preset (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K) from the local weights cache, or the "
+        "path of an official .pt, a Hugging Face directory or a project .safetensors checkpoint.",
+        applies_on="configure",
+    ),
+    "device": _Param("auto", "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
+                     applies_on="configure"),
+    "precision": _Param("fp32", "Inference precision; bf16/fp16 use autocast on the device.",
+                        choices=("fp32", "bf16", "fp16"), applies_on="configure"),
+    "flip_tta": _Param(False, "Average with the prediction of the mirrored image (twice the compute).",
+                       applies_on="configure"),
+    "min_depth": _Param(0.1, "Depth below this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
+    "max_depth": _Param(80.0, "Depth above this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
+    "publish_points": _Param(True, "Publish depth/points (needs camera_info or fallback_hfov_deg)."),
+    "points_stride": _Param(1, "Cloud decimation: every Nth row and column; the cloud stays organized.",
+                            range=(1, 64)),
+    "points_color": _Param(False, "Add the packed rgb field (from the input image) to depth/points."),
+    "publish_colormap": _Param(True, "Publish depth/colormap, a viewable rgb8 rendering of the depth."),
+    "colormap_fixed_range": _Param(False, "Colour depth over [colormap_min, colormap_max] (stable "
+                                          "colours) instead of each frame's own range."),
+    "colormap_min": _Param(0.5, "Near end (metres) of the fixed colormap range.", range=(0.0, 1000.0)),
+    "colormap_max": _Param(10.0, "Far end (metres) of the fixed colormap range.", range=(0.0, 1000.0)),
+    "publish_uncertainty": _Param(False, "Publish depth/uncertainty: 32FC1 standard deviation (metres) "
+                                         "of the per-pixel depth distribution (extra compute)."),
+    "publish_depth_mm": _Param(False, "Also publish depth/image_mm: 16UC1 millimetres, 0 = invalid."),
+    "input_transport": _Param("raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+                                     "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed'.",
+                              choices=("raw", "compressed"), applies_on="activate"),
+    "fallback_hfov_deg": _Param(0.0, "Without camera_info, guess a pinhole camera with this horizontal "
+                                     "field of view (degrees) for depth/camera_info and depth/points; "
+                                     "0 disables the guess.", range=(0.0, 179.0)),
+    "autostart": _Param(True, "Configure and activate at startup (otherwise wait for lifecycle "
+                              "transitions).", read_only=True),
+}
+
+
+# A consistent snapshot of the parameters, swapped atomically for the worker thread.
+Settings = make_dataclass("Settings", [(name, type(spec.default)) for name, spec in PARAMETERS.items()], frozen=True)
+
+
+def _descriptor(name: str, spec: _Param) -> ParameterDescriptor:
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    if spec.applies_on:
+        text += f" Takes effect on the next {spec.applies_on} transition."
+    descriptor = ParameterDescriptor(name=name, description=text, read_only=spec.read_only)
+    if spec.range is not None:
+        if isinstance(spec.default, int):
+            descriptor.integer_range = [IntegerRange(from_value=spec.range[0], to_value=spec.range[1], step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=spec.range[0], to_value=spec.range[1])]
+    return descriptor
+
+
+def validate(changes: dict[str, object], current: dict[str, object]) -> str | None:
+    """Why `changes` (name -> new value) cannot be applied on top of `current`, or None."""
+    for name, value in changes.items():
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            continue
+        if spec.choices and value not in spec.choices:
+            return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
+        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+            return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], not {value}"
+    if "device" in changes and not DEVICE_PATTERN.match(str(changes["device"])):
+        return f"device must be auto, cpu, cuda or cuda:N, not '{changes['device']}'"
+    if "model" in changes and not str(changes["model"]).strip():
+        return "model must name a preset or a checkpoint path"
+    merged = {**current, **changes}
+    if not merged["min_depth"] < merged["max_depth"]:
+        return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"
+    if not merged["colormap_min"] < merged["colormap_max"]:
+        return f"colormap_min ({merged['colormap_min']}) must be below colormap_max ({merged['colormap_max']})"
+    return None
+
+
+class _Mailbox:
+    """One slot holding the newest unprocessed frame."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item = None
+
+    def put(self, item) -> bool:
+        """Store `item`; True when it replaced a frame nobody processed."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+        return replaced
+
+    def take(self, timeout: float):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+        return item
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item = None
+
+
+class _Stats:
+    """Counters and latency windows behind /diagnostics, shared by callbacks and the worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.inputs = 0
+        self.outputs = 0
+        self.stale = 0
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.domains: collections.Counter[str] = collections.Counter()
+        self.inference_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.end_to_end_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._last = (time.monotonic(), 0, 0)
+
+    def frame_in(self, dropped_stale: bool) -> None:
+        with self._lock:
+            self.inputs += 1
+            self.stale += dropped_stale
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+
+    def output(self, inference_s: float, end_to_end_s: float | None, domain: str | None) -> None:
+        with self._lock:
+            self.outputs += 1
+            self.inference_s.append(inference_s)
+            if end_to_end_s is not None:
+                self.end_to_end_s.append(end_to_end_s)
+            if domain is not None:
+                self.domains[domain] += 1
+
+    def snapshot(self) -> dict[str, str]:
+        """Diagnostic key/values; rates are over the time since the previous snapshot."""
+        with self._lock:
+            now = time.monotonic()
+            then, inputs, outputs = self._last
+            self._last = (now, self.inputs, self.outputs)
+            elapsed = max(now - then, 1e-9)
+            values = {
+                "input rate (Hz)": f"{(self.inputs - inputs) / elapsed:.2f}",
+                "output rate (Hz)": f"{(self.outputs - outputs) / elapsed:.2f}",
+                "frames in": str(self.inputs),
+                "frames out": str(self.outputs),
+                "frames dropped as stale": str(self.stale),
+                "frames rejected": str(sum(self.rejected.values())),
+            }
+            for label, window in (("inference latency", self.inference_s), ("end-to-end latency", self.end_to_end_s)):
+                samples = np.asarray(window) * 1000.0
+                values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
+                values[f"{label} p95 (ms)"] = f"{np.percentile(samples, 95):.1f}" if samples.size else "n/a"
+            values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
+            values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
+        return values
+
+
+def _image_msg(header, pixels: np.ndarray, encoding: str) -> Image:
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = pixels.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = sys.byteorder == "big"
+    pixels = np.ascontiguousarray(pixels)
+    msg.step = pixels.strides[0]
+    # bytes become the field's array.array with one memcpy; a numpy array would go element by element.
+    msg.data = pixels.tobytes()
+    return msg
+
+
+class DepthNode(LifecycleNode):
+    """The `zoedepth` lifecycle node; keyword arguments go to rclpy's Node (namespace, overrides...)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+        self._settings = self._read_settings()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+        self._estimator = None
+        self._loaded: dict[str, str] | None = None  # model, device, precision of the loaded model
+        self._failure: str | None = None  # why the last configure failed, until one succeeds
+        self._outputs: dict[str, object] = {}
+        self._inputs: list = []
+        self._camera_info: CameraInfo | None = None
+        self._mailbox = _Mailbox()
+        self._decode = decode_image_msg  # chosen by input_transport at each activation
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._cloud_builder = CloudBuilder()
+        self._stats = _Stats()
+        self._last_log: dict[str, float] = {}
+        self._state = "unconfigured"
+
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # ---------------------------------------------------------------- parameters
+
+    def _read_settings(self) -> Settings:
+        return Settings(**{name: self.get_parameter(name).value for name in PARAMETERS})
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in PARAMETERS}
+        current = {name: getattr(self._settings, name) for name in PARAMETERS}
+        reason = validate(changes, current)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _after_set_parameters(self, params) -> None:
+        self._settings = self._read_settings()
+        configured = self._state in ("inactive", "active")
+        for p in params:
+            applies_on = PARAMETERS[p.name].applies_on if p.name in PARAMETERS else ""
+            pending = (applies_on == "configure" and configured) or (applies_on == "activate" and self._state == "active")
+            if pending:
+                self.get_logger().info(
+                    f"{p.name} set to {p.value!r}: takes effect on the next {applies_on} "
+                    f"(node is {self._state})"
+                )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def autostart(self) -> bool:
+        """Configure and activate when the `autostart` parameter says so; True if active."""
+        if not self._settings.autostart:
+            return False
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self._settings
+        self.get_logger().info(
+            f"loading model '{settings.model}' (device {settings.device}, {settings.precision}, "
+            f"flip_tta {settings.flip_tta})"
+        )
+        try:
+            from zoedepth_ros.model import DepthEstimator, load_model
+
+            model = load_model(settings.model, map_location="cpu")
+            estimator = DepthEstimator(
+                model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta
+            )
+        except Exception as exc:  # a bad checkpoint, device or precision must not kill the node
+            self._failure = f"cannot load model '{settings.model}': {exc}"
+            self.get_logger().error(f"configure failed, node stays unconfigured: {self._failure}")
+            return TransitionCallbackReturn.FAILURE
+        self._failure = None
+        self._estimator = estimator
+        self._loaded = {"model": settings.model, "device": str(estimator.device), "precision": settings.precision}
+        self._outputs = {
+            topic: self.create_lifecycle_publisher(
+                msg_type, topic, OUTPUT_QOS, qos_overriding_options=QoSOverridingOptions.with_default_policies()
+            )
+            for topic, msg_type in (
+                ("depth/image", Image),
+                ("depth/image_mm", Image),
+                ("depth/camera_info", CameraInfo),
+                ("depth/points", PointCloud2),
+                ("depth/colormap", Image),
+                ("depth/uncertainty", Image),
+            )
+        }
+        self.get_logger().info(f"model '{settings.model}' ready on {estimator.device}")
+        self._state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self._settings
+        overriding = QoSOverridingOptions.with_default_policies()
+        if settings.input_transport == "compressed":
+            topic = self.resolve_topic_name("image") + "/compressed"
+            image_sub = self.create_subscription(
+                CompressedImage, topic, self._on_image, INPUT_QOS, qos_overriding_options=overriding
+            )
+        else:
+            topic = "image"
+            image_sub = self.create_subscription(Image, topic, self._on_image, INPUT_QOS, qos_overriding_options=overriding)
+        self._decode = decode_compressed_msg if settings.input_transport == "compressed" else decode_image_msg
+        self._inputs = [
+            image_sub,
+            self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, INPUT_QOS, qos_overriding_options=overriding
+            ),
+        ]
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="zoedepth-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: {settings.input_transport} images from '{self.resolve_topic_name(topic)}'")
+        self._state = "active"
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        self._state = "finalized"
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Also safe without a shutdown transition: the worker stops before the handles go."""
+        self._stop_processing()
+        self._release()
+        super().destroy_node()
+
+    def _stop_processing(self) -> None:
+        """Unsubscribe, then let the worker finish its frame and exit."""
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        self._mailbox.clear()
+
+    def _release(self) -> None:
+        for pub in self._outputs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._outputs = {}
+        self._loaded = None
+        if self._estimator is not None:
+            self._estimator.release()
+            self._estimator = None
+
+    # ---------------------------------------------------------------- callbacks
+
+    def _on_image(self, msg) -> None:
+        self._stats.frame_in(dropped_stale=self._mailbox.put(msg))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        if any(msg.d) and self._camera_info is None:
+            self.get_logger().info(
+                "camera_info has distortion coefficients: depth and cloud are in the input image's "
+                "pixels, which are distorted; feed a rectified image (image_rect) for exact geometry"
+            )
+        self._camera_info = msg
+
+    def _log_throttled(self, key: str, level: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -math.inf) >= THROTTLE_S:
+            self._last_log[key] = now
+            getattr(self.get_logger(), level)(text)
+
+    # ---------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            msg = self._mailbox.take(timeout=0.1)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except ImageDecodeError as exc:
+                self._stats.reject(exc.reason)
+                self._log_throttled(f"decode:{exc.reason}", "warn", f"image rejected: {exc}")
+            except Exception as exc:  # one bad frame must not stop the node
+                self._stats.reject("processing_error")
+                self._log_throttled(
+                    f"error:{type(exc).__name__}", "error", f"frame failed: {type(exc).__name__}: {exc}"
+                )
+
+    def _subscribed(self, topic: str) -> bool:
+        return self._outputs[topic].get_subscription_count() > 0
+
+    def _process(self, msg) -> None:
+        settings = self._settings
+        rgb = self._decode(msg)
+        header = msg.header
+        want_std = settings.publish_uncertainty and self._subscribed("depth/uncertainty")
+        started = time.perf_counter()
+        prediction = self._estimator.predict(rgb, with_std=want_std)
+        inference_s = time.perf_counter() - started
+
+        depth = prediction.depth
+        valid = (depth >= settings.min_depth) & (depth <= settings.max_depth)  # False for NaN
+        depth = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
+        self._outputs["depth/image"].publish(_image_msg(header, depth, "32FC1"))
+
+        if settings.publish_depth_mm and self._subscribed("depth/image_mm"):
+            self._outputs["depth/image_mm"].publish(_image_msg(header, depth_to_mm16(depth), "16UC1"))
+
+        intrinsics, info_source = self._intrinsics(depth.shape[1], depth.shape[0])
+        if intrinsics is not None:
+            self._outputs["depth/camera_info"].publish(depth_camera_info(intrinsics, header, info_source))
+            if settings.publish_points and self._subscribed("depth/points"):
+                cloud = self._cloud_builder.build(
+                    depth, intrinsics, settings.points_stride, rgb if settings.points_color else None
+                )
+                self._outputs["depth/points"].publish(to_pointcloud2(cloud, header))
+
+        if settings.publish_colormap and self._subscribed("depth/colormap"):
+            vmin, vmax = (settings.colormap_min, settings.colormap_max) if settings.colormap_fixed_range else (None, None)
+            self._outputs["depth/colormap"].publish(_image_msg(header, colorize(depth, vmin, vmax), "rgb8"))
+
+        if want_std:
+            std = np.where(valid, prediction.std, np.float32(np.nan)).astype(np.float32, copy=False)
+            self._outputs["depth/uncertainty"].publish(_image_msg(header, std, "32FC1"))
+
+        stamp_ns = Time.from_msg(header.stamp).nanoseconds
+        end_to_end = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None
+        self._stats.output(inference_s, end_to_end, prediction.domain)
+
+    def _intrinsics(self, width: int, height: int):
+        """(intrinsics of the depth image, camera_info they came from) or (None, None)."""
+        info = self._camera_info
+        if info is not None:
+            try:
+                return intrinsics_from_camera_info(info, width, height), info
+            except CameraInfoError as exc:
+                self._stats.reject(f"camera_info: {exc.reason}")
+                self._log_throttled(
+                    f"camera_info:{exc.reason}", "error",
+                    f"camera_info unusable, publishing depth without depth/camera_info and depth/points: {exc}",
+                )
+                return None, None
+        hfov = self._settings.fallback_hfov_deg
+        if hfov > 0.0:
+            self._log_throttled(
+                "camera_info:guess", "warn",
+                f"no camera_info on '{self.resolve_topic_name('camera_info')}': using a guessed pinhole "
+                f"camera (fallback_hfov_deg {hfov}) for depth/camera_info and depth/points",
+            )
+            return pinhole_from_hfov(width, height, hfov), None
+        self._log_throttled(
+            "camera_info:missing", "warn",
+            f"no camera_info on '{self.resolve_topic_name('camera_info')}' yet: publishing depth only; "
+            "depth/points and depth/camera_info need the camera intrinsics (or set fallback_hfov_deg)",
+        )
+        return None, None
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth estimation")
+        loaded = self._loaded  # read once: a transition may swap it meanwhile
+        values = {"state": self._state}
+        if self._failure is not None:
+            status.level, status.message = DiagnosticStatus.ERROR, self._failure
+        elif self._state != "active":
+            status.level, status.message = DiagnosticStatus.OK, self._state
+        else:
+            values.update(self._stats.snapshot())
+            status.level = DiagnosticStatus.OK
+            status.message = f"active, {values['output rate (Hz)']} Hz out"
+            if self._camera_info is None and self._settings.fallback_hfov_deg == 0.0:
+                status.level, status.message = DiagnosticStatus.WARN, "no camera_info: publishing depth only"
+        if loaded is None:  # not loaded yet (or failed): report what is asked for
+            loaded = {"model": self._settings.model, "device": self._settings.device,
+                      "precision": self._settings.precision}
+        status.hardware_id = loaded["device"]
+        values.update(loaded)
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C; `args` is a full argv (program name first), sys.argv when None."""
+    # Ctrl-C as a KeyboardInterrupt rather than rclpy's handler, which would invalidate the
+    # context before the shutdown transition could release the model.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = DepthNode()
+    try:
+        node.autostart()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node._state != "finalized" and node.context.ok():
+            node.trigger_shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    ros_args = ["--ros-args", *args.ros_args] if args.ros_args is not None else []
+    return main(["zoedepth-ros node", *ros_args])
+
+
+def add_parser(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name,
+        help="run the ROS 2 depth node",
+        description="Run the ROS 2 depth node `zoedepth` (the ROS executable depth_node does the same).",
+        epilog="Everything after --ros-args goes to ROS, e.g. zoedepth-ros node --ros-args "
+               "--params-file config/zoedepth.yaml -r image:=/camera/image_rect -p device:=cuda",
+    )
+    # An optional with REMAINDER, not a positional: a positional REMAINDER refuses to start
+    # with an option-like token such as --ros-args.
+    parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, metavar="ARG",
+                        help="ROS arguments (-p name:=value, --params-file FILE, -r from:=to, --log-level ...)")
+    parser.set_defaults(func=_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
