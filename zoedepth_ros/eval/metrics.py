@@ -63,13 +63,12 @@ def resize_bilinear(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return top * (1.0 - wy) + bottom * wy
 
 
-def score_frame(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> dict[str, float] | None:
-    """Metrics of one HxW prediction against its HxW metric GT (NaN = no GT).
+def align_prediction(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 (prediction, GT) pair that `score_frame` compares, before masking.
 
     With a KB-crop protocol the GT is cropped to 352x1216 (a no-op on already-cropped GT);
     a prediction at the uncropped GT size is cropped with it, any other size is resized to
-    the cropped GT. Returns None when no GT pixel survives the mask: the official evaluation
-    skips such images (`has_valid_depth`) rather than averaging a NaN into the result.
+    the cropped GT. The prediction is then clipped to the protocol range.
     """
     pred = np.asarray(pred)
     gt = np.asarray(gt, dtype=np.float64)
@@ -83,6 +82,15 @@ def score_frame(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> dict[st
         pred = resize_bilinear(pred, gt.shape)
     pred = np.clip(np.asarray(pred, dtype=np.float64), protocol.min_depth, protocol.max_depth)
     pred[np.isnan(pred)] = protocol.min_depth
+    return pred, gt
+
+
+def score_frame(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> dict[str, float] | None:
+    """Metrics of one HxW prediction against its HxW metric GT (NaN = no GT), aligned as
+    `align_prediction` describes. Returns None when no GT pixel survives the mask: the official
+    evaluation skips such images (`has_valid_depth`) rather than averaging a NaN into the result.
+    """
+    pred, gt = align_prediction(pred, gt, protocol)
     mask = eval_mask(gt, protocol)
     if not mask.any():
         return None
