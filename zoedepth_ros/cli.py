@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("zoedepth_ros.data.convert", "convert NYU Depth v2 or KITTI to evaluation bags"),
     "evaluate": ("zoedepth_ros.eval.evaluate", "score a model or recorded depth on bags with the paper's protocol"),
     "train": ("zoedepth_ros.train.trainer", "train or fine-tune ZoeDepth (single process or torchrun)"),
+    "benchmark": ("zoedepth_ros.benchmark", "time our engine against the transformers port (same weights)"),
     "weights": ("zoedepth_ros.model.weights", "manage model weights: fetch, convert, list the cache"),
 }
 

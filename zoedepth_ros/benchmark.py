@@ -1,0 +1,457 @@
+"""`zoedepth-ros benchmark`: our engine side by side with the transformers port, same weights.
+
+Parts (interleaved iterations, medians after warm-up, ratios against the reference):
+- forward:   the model forward at the network size (ours vs the port, fp32 and bf16 autocast);
+- estimator: a camera frame through pre-processing, forward (with and without flip TTA) and
+             post-processing (ours vs the port's image processor + model + post-processing);
+- node:      the depth node in its own process, a publisher/subscriber process (this one) over
+             DDS: closed-loop latency p50/p95/p99 of depth (+ camera_info, colormap) and of
+             depth + organized cloud, open-loop throughput, and the node overhead (latency minus
+             the forward time of the same model measured here).
+Random weights are fine for speed. The port's weights are drawn once and mapped into ours, so
+both compute the same function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+PARTS = ("forward", "estimator", "node")
+
+
+# --------------------------------------------------------------------------------------- models
+
+
+def _hf_config(cfg):
+    """A transformers ZoeDepthConfig describing the same architecture as our `cfg`."""
+    from transformers import BeitConfig
+    from transformers import ZoeDepthConfig as HFZoeDepthConfig
+
+    backbone = BeitConfig(
+        image_size=cfg.pretrain_size, patch_size=cfg.patch_size, num_hidden_layers=cfg.depth,
+        hidden_size=cfg.embed_dim, intermediate_size=cfg.mlp_dim, num_attention_heads=cfg.num_heads,
+        use_relative_position_bias=True, reshape_hidden_states=False, layer_norm_eps=cfg.layer_norm_eps,
+        out_features=[f"stage{t + 1}" for t in cfg.taps],
+    )
+    kw = dict(
+        backbone_config=backbone, neck_hidden_sizes=list(cfg.neck_channels), fusion_hidden_size=cfg.fusion_channels,
+        bottleneck_features=cfg.fusion_channels, num_relative_features=cfg.relative_features,
+        bin_embedding_dim=cfg.bin_embedding_dim, bin_centers_type=cfg.bin_centers_type,
+        num_attractors=list(cfg.attractors), attractor_kind=cfg.attractor_kind,
+        min_temp=cfg.min_temp, max_temp=cfg.max_temp,
+        bin_configurations=[dict(name=h.name, n_bins=h.n_bins, min_depth=h.min_depth, max_depth=h.max_depth)
+                            for h in cfg.heads],
+    )
+    if cfg.routed:
+        kw.update(num_patch_transformer_layers=cfg.router_layers, patch_transformer_hidden_size=cfg.router_dim,
+                  patch_transformer_intermediate_size=cfg.router_ffn_dim,
+                  patch_transformer_num_attention_heads=cfg.router_heads)
+    return HFZoeDepthConfig(**kw)
+
+
+def arch_config(name: str):
+    from zoedepth_ros.model import PRESETS, tiny_config
+
+    if name in PRESETS:
+        return PRESETS[name]
+    if name.startswith("tiny-"):
+        return tiny_config(name.split("-", 1)[1])
+    raise SystemExit(f"unknown --arch {name!r}: use one of {', '.join(PRESETS)} or tiny-N/tiny-K/tiny-NK")
+
+
+def build_models(arch: str, reference: bool, seed: int = 0):
+    """(ours, port or None) with identical random weights."""
+    import torch
+
+    from zoedepth_ros.model import ZoeDepth
+    from zoedepth_ros.model.checkpoint import build_from_state, hf_config, hf_to_ours
+
+    cfg = arch_config(arch)
+    torch.manual_seed(seed)
+    if reference and cfg.routed:
+        cfg = cfg.replace(router_dim=128)  # the port hard-codes the router classifier's width
+    if not reference:
+        return ZoeDepth(cfg).eval(), None
+    try:
+        from transformers import ZoeDepthForDepthEstimation
+    except ImportError:
+        raise SystemExit("--reference hf needs transformers (pip install -r requirements/test.txt)") from None
+    port = ZoeDepthForDepthEstimation(_hf_config(cfg)).eval()
+    ours_cfg = hf_config(port.config.to_dict()).replace(img_size=cfg.img_size)
+    renamed, unmatched = hf_to_ours(port.state_dict(), ours_cfg)
+    return build_from_state(ours_cfg, renamed, unmatched, "benchmark"), port
+
+
+# --------------------------------------------------------------------------------------- timing
+
+
+def interleaved(candidates: dict, iters: int, warmup: int) -> dict[str, list[float]]:
+    """Run each candidate once per round, round after round, so drifting load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_ in range(warmup + iters):
+        for name, fn in candidates.items():
+            started = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return times
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples) * 1000.0
+    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "n": int(ms.size)}
+
+
+def _rows(times: dict[str, list[float]], reference_of: dict[str, str]) -> list[dict]:
+    rows = []
+    for name, samples in times.items():
+        row = {"name": name, **summary(samples)}
+        for label, ref in reference_of.get(name, {}).items():
+            row[label] = row["median_ms"] / float(np.median(times[ref]) * 1000.0)
+        rows.append(row)
+    return rows
+
+
+def bench_forward(ours, port, size, precisions, iters, warmup) -> list[dict]:
+    import torch
+
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    candidates, refs = {}, {}
+    for precision in precisions:
+        dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+
+        def run(model, call, dtype=dtype):
+            def fn():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    call(model)
+            return fn
+
+        candidates[f"ours {precision}"] = run(ours, lambda m: m(x))
+        if port is not None:
+            candidates[f"port {precision}"] = run(port, lambda m: m(pixel_values=x))
+            refs[f"ours {precision}"] = {f"vs port {precision}": f"port {precision}"}
+            if precision != "fp32" and "fp32" in precisions:
+                refs[f"ours {precision}"]["vs port fp32"] = "port fp32"
+    return _rows(interleaved(candidates, iters, warmup), refs)
+
+
+def _camera_frame(height: int, width: int) -> np.ndarray:
+    """A structured picture (gradients and blocks), not noise: resizing costs as on a real frame."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), ((xx // 40 + yy // 40) % 2) * 200], -1)
+    return rgb.astype(np.uint8)
+
+
+def bench_estimator(ours, port, frame, precisions, iters, warmup) -> list[dict]:
+    import torch
+
+    from zoedepth_ros.model import DepthEstimator
+
+    rgb = _camera_frame(*frame)
+    candidates, refs = {}, {}
+    processor = None
+    if port is not None:
+        from transformers import ZoeDepthImageProcessor
+
+        processor = ZoeDepthImageProcessor()
+    for precision in precisions:
+        dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+        for flip in (False, True):
+            tag = f"{precision}{' flip' if flip else ''}"
+            est = DepthEstimator(ours, device="cpu", precision=precision, flip_tta=flip)
+            candidates[f"ours {tag}"] = lambda est=est: est.predict(rgb)
+            if processor is None:
+                continue
+
+            def port_infer(flip=flip, dtype=dtype):
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    inputs = processor(images=rgb, return_tensors="pt")
+                    out = port(**inputs)
+                    flipped = port(pixel_values=inputs["pixel_values"].flip(-1)) if flip else None
+                    return processor.post_process_depth_estimation(out, source_sizes=[frame], outputs_flipped=flipped)
+
+            candidates[f"port {tag}"] = port_infer
+            refs[f"ours {tag}"] = {f"vs port {tag}": f"port {tag}"}
+    return _rows(interleaved(candidates, iters, warmup), refs)
+
+
+# --------------------------------------------------------------------------------------- node
+
+
+def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dict:
+    """Node in a subprocess; this process publishes 'frame'-sized rgb8 images and listens."""
+    import rclpy
+    import torch
+
+    from zoedepth_ros.model import ZoeDepth, save_checkpoint
+    from zoedepth_ros.model.estimator import network_size
+
+    cfg = arch_config(arch)
+    height, width = frame
+    torch.manual_seed(0)
+    model = ZoeDepth(cfg).eval()
+    x = torch.randn(1, 3, *network_size(height, width, cfg.img_size))
+    with torch.inference_mode():
+        forward = summary(interleaved({"f": lambda: model(x)}, iters=max(5, frames // 4), warmup=2)["f"])
+
+    namespace = f"/zoedepth_bench_{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(model, Path(tmp) / "bench.safetensors")
+        log = open(Path(tmp) / "node.log", "w+")  # a file, not a pipe: an undrained pipe would block the node
+        node = subprocess.Popen(
+            [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={namespace}",
+             "-p", f"model:={ckpt}", "-p", "device:=cpu", "-p", "points_stride:=1", "-p", "publish_colormap:=true",
+             "-p", "publish_points:=true", "-p", "min_depth:=0.0", "-p", "max_depth:=1000.0",
+             # Best effort loses most large frames between processes on a UDP-only host (see
+             # docs/benchmarks.md); reliable with keep-last 1 still never builds a backlog.
+             "-p", f"qos_overrides.{namespace}/image.subscription.reliability:=reliable"],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        rclpy.init()
+        client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
+        try:
+            return {"forward": forward, **_drive_node(client, node, log, frame, frames, warmup, rate_s, forward)}
+        finally:
+            log.close()
+            client.destroy_node()
+            rclpy.try_shutdown()
+            node.terminate()
+            try:
+                node.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+
+
+class _NodeDriver:
+    """This process's side of the node benchmark: a camera publisher and the output subscribers."""
+
+    def __init__(self, client, node_proc, node_log, frame):
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import CameraInfo, Image
+
+        self.client, self.node_proc, self.node_log = client, node_proc, node_log
+        height, width = frame
+        self.qos = QoSProfile(depth=5)
+        self.image_pub = client.create_publisher(Image, "image", self.qos)
+        self.info_pub = client.create_publisher(CameraInfo, "camera_info", self.qos)
+        self.info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        f = 0.8 * width
+        self.info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+        self.info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        self.info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        self.info.d = [0.0] * 5
+        self.msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+        self.msg.data = _camera_frame(height, width).tobytes()
+        self.msg.header.frame_id = "camera_optical_frame"
+        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
+        self.lock = threading.Lock()
+        client.create_subscription(Image, "depth/image", self._on("depth"), self.qos)
+        client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos)
+        client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos)
+
+    def _on(self, kind):
+        def callback(msg):
+            now = time.time()
+            with self.lock:
+                self.arrivals[kind][msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+        return callback
+
+    def subscribe_points(self) -> None:
+        from sensor_msgs.msg import PointCloud2
+
+        self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos)
+        time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.node_proc.poll() is not None:
+                raise SystemExit(f"the node exited: {_tail(self.node_log)}")
+            if predicate():
+                return True
+            time.sleep(0.002)
+        return False
+
+    def send(self) -> int:
+        stamp_ns = time.time_ns()
+        self.msg.header.stamp.sec, self.msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        self.info.header = self.msg.header
+        self.info_pub.publish(self.info)
+        self.image_pub.publish(self.msg)
+        return stamp_ns
+
+    def closed_loop(self, kinds: tuple[str, ...], frames: int, warmup: int) -> list[float]:
+        """Send a frame, wait for its outputs, repeat: latency without queueing."""
+        if not self.wait_for(lambda: self.image_pub.get_subscription_count() > 0, 120):
+            raise SystemExit("the node did not subscribe to the image within 120 s")
+        latencies, lost_in_a_row = [], 0
+        for i in range(warmup + frames):
+            stamp = self.send()
+            if not self.wait_for(lambda: all(stamp in self.arrivals[k] for k in kinds), 10):
+                lost_in_a_row += 1
+                if lost_in_a_row == 3:
+                    raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {_tail(self.node_log)}")
+                continue
+            lost_in_a_row = 0
+            if i >= warmup:
+                latencies.append(max(self.arrivals[k][stamp] for k in kinds) - stamp / 1e9)
+        return latencies
+
+    def open_loop(self, rate_s: float, duration_s: float) -> dict:
+        """Publish at a fixed rate: what comes back, how often, how old."""
+        with self.lock:
+            self.arrivals["depth"].clear()
+        sent = []
+        started = time.monotonic()
+        while time.monotonic() - started < duration_s:
+            sent.append(self.send())
+            time.sleep(rate_s)
+        elapsed = time.monotonic() - started
+        time.sleep(2.0)
+        with self.lock:
+            sent_set = set(sent)
+            got = {s: t for s, t in self.arrivals["depth"].items() if s in sent_set}
+        span = max(got.values()) - min(got.values()) if len(got) > 1 else 0.0
+        ages = [(t - s / 1e9) * 1000.0 for s, t in got.items()]
+        return {
+            "sent_hz": len(sent) / elapsed, "sent": len(sent), "received": len(got),
+            "output_hz": (len(got) - 1) / span if span else 0.0,
+            "age_p50_ms": float(np.percentile(ages, 50)) if ages else float("nan"),
+            "age_p99_ms": float(np.percentile(ages, 99)) if ages else float("nan"),
+        }
+
+
+def _drive_node(client, node_proc, node_log, frame, frames, warmup, rate_s, forward) -> dict:
+    from rclpy.executors import SingleThreadedExecutor
+
+    driver = _NodeDriver(client, node_proc, node_log, frame)
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    threading.Thread(target=executor.spin, daemon=True).start()
+
+    def stats(latencies):
+        ms = np.asarray(latencies) * 1000.0
+        out = {"frames": int(ms.size), "lost": frames - int(ms.size)}
+        if ms.size:
+            out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
+            out["overhead_p50_ms"] = out["p50_ms"] - forward["median_ms"]
+        return out
+
+    try:
+        results = {"depth": stats(driver.closed_loop(("depth",), frames, warmup))}
+        driver.subscribe_points()
+        results["depth+cloud"] = stats(driver.closed_loop(("depth", "points"), frames, warmup))
+        results["open_loop"] = driver.open_loop(rate_s, max(3.0, frames * 0.05))
+        return results
+    finally:
+        executor.shutdown()
+
+
+def _tail(log, chars: int = 3000) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()[-chars:]
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def machine() -> str:
+    import torch
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    ratio_keys = sorted({k for r in rows for k in r if k.startswith("vs ")})
+    print(f"  {'':<22}{'median ms':>11}{'p90 ms':>10}" + "".join(f"{k:>16}" for k in ratio_keys))
+    for r in rows:
+        print(f"  {r['name']:<22}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}"
+              + "".join(f"{r[k]:>15.3f}x" if k in r else f"{'':>16}" for k in ratio_keys))
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="time our engine against the transformers port (same weights)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="forward,estimator,node", help=f"comma list of {', '.join(PARTS)}")
+    p.add_argument("--arch", default="ZoeD_M12_NK", help="preset (ZoeD_M12_NK, ...) or tiny-NK/tiny-N/tiny-K")
+    p.add_argument("--node-arch", default="tiny-NK", help="model of the node part (small, so overhead shows)")
+    p.add_argument("--size", default="384x512", help="network input HxW for the forward part")
+    p.add_argument("--frame", default="480x640", help="camera frame HxW for the estimator and node parts")
+    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
+    p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
+    p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--node-frames", type=int, default=100, help="closed-loop frames per node configuration")
+    p.add_argument("--node-rate", type=float, default=100.0, help="open-loop publish rate (Hz)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    p.set_defaults(func=run)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def run(args) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
+    precisions = [p.strip() for p in args.precision.split(",")]
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "command": " ".join(sys.argv),
+               "arch": args.arch, "size": args.size, "frame": args.frame}
+    print(f"zoedepth-ros benchmark on {results['machine']}")
+    if "forward" in parts or "estimator" in parts:
+        ours, port = build_models(args.arch, args.reference == "hf")
+        if "forward" in parts:
+            results["forward"] = bench_forward(ours, port, _size(args.size), precisions, args.iters, args.warmup)
+            print_table(f"(a) forward {args.arch} at {args.size}, batch 1", results["forward"])
+        if "estimator" in parts:
+            results["estimator"] = bench_estimator(ours, port, _size(args.frame), precisions, args.iters, args.warmup)
+            print_table(f"(b) estimator on a {args.frame} frame (pre + forward + post)", results["estimator"])
+        del ours, port
+    if "node" in parts:
+        node = bench_node(args.node_arch, _size(args.frame), args.node_frames, warmup=5, rate_s=1.0 / args.node_rate)
+        results["node"] = node
+        print(f"\n(c) node end to end, {args.node_arch}, {args.frame} rgb8 over DDS "
+              f"(model forward {node['forward']['median_ms']:.1f} ms)")
+        for key in ("depth", "depth+cloud"):
+            r = node[key]
+            print(f"  {key:<12} p50 {r.get('p50_ms', float('nan')):7.1f} ms  p95 {r.get('p95_ms', float('nan')):7.1f}"
+                  f"  p99 {r.get('p99_ms', float('nan')):7.1f}  overhead p50 {r.get('overhead_p50_ms', float('nan')):6.1f} ms"
+                  f"  ({r['frames']} frames, {r['lost']} lost)")
+        o = node["open_loop"]
+        print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz, age p50 {o['age_p50_ms']:.1f} ms,"
+              f" p99 {o['age_p99_ms']:.1f} ms")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(f"\nresults written to {args.out}")
+    return 0
