@@ -60,7 +60,10 @@ class Attention(nn.Module):
         key = (h, w, table.device)
         index = self._index_cache.get(key)
         if index is None:
-            index = self._index_cache[key] = relative_position_index(h, w, table.device)
+            # Never an inference tensor, even when first built under inference_mode (validation):
+            # training indexes the table with it later, and autograd must save it for backward.
+            with torch.inference_mode(False):
+                index = self._index_cache[key] = relative_position_index(h, w, table.device)
         n = h * w + 1
         # SDPA wants the mask's last dimension aligned to 8 elements, else it copies it on every call.
         padded = torch.zeros(self.num_heads, n, (n + 7) // 8 * 8, dtype=dtype, device=table.device)
