@@ -1,4 +1,5 @@
-"""ROS plumbing for the node tests: the test camera process, output collection, spinning.
+"""ROS plumbing for the node tests: the test camera process, output collection, spinning, a
+per-test harness, and process measurements for the soak and fuzz tests.
 
 DDS isolation (domain id, localhost discovery, Fast DDS) comes from test/conftest.py, which sets
 it before rclpy loads; the camera subprocess inherits it.
@@ -6,6 +7,8 @@ it before rclpy loads; the camera subprocess inherits it.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import queue
 import subprocess
@@ -18,6 +21,7 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -109,13 +113,19 @@ class CameraProcess:
 
 
 class Collector(Node):
-    """Subscribes to the node's outputs and files every message by its header stamp."""
+    """Subscribes to the node's outputs and files every message by its header stamp.
 
-    def __init__(self, namespace: str, topics: dict[str, type], context) -> None:
-        super().__init__("output_collector", namespace=namespace, context=context)
+    `history` bounds what is kept to the messages of that many most recent stamps (per topic:
+    that many messages), so a long run measures the node's memory, not the collector's.
+    """
+
+    def __init__(self, namespace: str, topics: dict[str, type], context, history: int | None = None,
+                 name: str = "output_collector") -> None:
+        super().__init__(name, namespace=namespace, context=context)
         self._cond = threading.Condition()
+        self._history = history
         self.received: dict[tuple[int, int], dict[str, object]] = {}
-        self._by_topic: dict[str, list] = {topic: [] for topic in topics}
+        self._by_topic: dict[str, collections.deque] = {topic: collections.deque(maxlen=history) for topic in topics}
         self.arrivals: list[tuple[float, object]] = []  # (wall time, depth/image header)
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for topic, msg_type in topics.items():
@@ -126,6 +136,8 @@ class Collector(Node):
             if topic == "depth/image":
                 self.arrivals.append((time.time(), msg.header))
             self.received.setdefault(stamp_key(msg.header), {})[topic] = msg
+            if self._history is not None and len(self.received) > self._history:
+                del self.received[next(iter(self.received))]
             self._by_topic[topic].append(msg)
             self._cond.notify_all()
 
@@ -147,12 +159,17 @@ class Collector(Node):
 
 
 class Spinner:
-    """Spins an executor in a background thread for the duration of a `with` block."""
+    """Spins an executor in a background thread for the duration of a `with` block.
+
+    An exception escaping a callback ends rclpy's spin, and with it every node on the executor:
+    it is kept in `errors` and fails the `with` block.
+    """
 
     def __init__(self, context, *nodes) -> None:
         self.executor = rclpy.executors.SingleThreadedExecutor(context=context)
         for node in nodes:
             self.executor.add_node(node)
+        self.errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
 
     def _spin(self) -> None:
@@ -160,14 +177,22 @@ class Spinner:
             self.executor.spin()
         except rclpy.executors.ExternalShutdownException:
             pass
+        except Exception as exc:
+            self.errors.append(exc)
+            raise
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def __enter__(self) -> Spinner:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.executor.shutdown(timeout_sec=5)
         self._thread.join(timeout=5)
+        if self.errors and exc_type is None:
+            raise AssertionError(f"an exception escaped a callback: {self.errors[0]!r}") from self.errors[0]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
@@ -177,3 +202,134 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return False
         time.sleep(interval)
     return True
+
+
+@contextlib.contextmanager
+def ros_context():
+    """A private rclpy context for one test module."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+def save_tiny_checkpoint(directory: Path, img_size: tuple[int, int] = (32, 32), kind: str = "N") -> str:
+    """A random-weight model small enough for tens of milliseconds per frame on one CPU thread."""
+    from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
+
+    return str(save_checkpoint(ZoeDepth(tiny_config(kind, img_size=img_size)).eval(), directory / "tiny.safetensors"))
+
+
+class Harness:
+    """One test's ROS world: its own namespace, and the nodes it creates, destroyed by `close`.
+
+    `node_params` are the depth node's parameters for every node of the test, on top of the
+    model and the CPU device; `size` is the test camera's (width, height).
+    """
+
+    def __init__(self, context, namespace: str, checkpoint: str, size: tuple[int, int] = (40, 30),
+                 **node_params) -> None:
+        self.context, self.namespace, self.checkpoint = context, namespace, checkpoint
+        self.size = size
+        self.node_params = {"model": checkpoint, "device": "cpu", **node_params}
+        self.nodes: list = []
+
+    def _add(self, node):
+        self.nodes.append(node)
+        return node
+
+    def depth_node(self, **params):
+        from zoedepth_ros.node import DepthNode
+
+        params = {**self.node_params, **params}
+        return self._add(DepthNode(
+            namespace=self.namespace, context=self.context,
+            parameter_overrides=[Parameter(name, value=value) for name, value in params.items()],
+        ))
+
+    def collector(self, topics: dict[str, type], **kwargs) -> Collector:
+        return self._add(Collector(self.namespace, topics, self.context, **kwargs))
+
+    def client(self, name: str):
+        return self._add(rclpy.create_node(name, namespace=self.namespace, context=self.context))
+
+    def spin(self) -> Spinner:
+        """Spin every node created so far in the background (a `with` block)."""
+        return Spinner(self.context, *self.nodes)
+
+    def camera(self) -> CameraProcess:
+        return CameraProcess(self.namespace, *self.size)
+
+    def diagnostics(self, collector) -> list:
+        """The depth node's statuses on /diagnostics, oldest first (other tests' nodes left out)."""
+        return [status for array in collector.messages("/diagnostics") for status in array.status
+                if status.name.startswith(f"{self.namespace}/zoedepth")]
+
+    def latest_diagnostics(self, collector) -> dict[str, str]:
+        statuses = self.diagnostics(collector)
+        return {v.key: v.value for v in statuses[-1].values} if statuses else {}
+
+    def close(self) -> None:
+        for node in reversed(self.nodes):
+            node.destroy_node()
+        self.nodes = []
+
+
+def reliable_inputs(namespace: str, depth: int = 1) -> dict[str, object]:
+    """QoS override parameters making the node's inputs reliable: tests that count every message
+    (or wait for each frame's output) must not lose any to best effort."""
+    params = {}
+    for topic in ("image", "image/compressed", "camera_info"):
+        params[f"qos_overrides.{namespace}/{topic}.subscription.reliability"] = "reliable"
+        params[f"qos_overrides.{namespace}/{topic}.subscription.depth"] = depth
+    return params
+
+
+def image_array(msg: Image) -> np.ndarray:
+    dtype = {"32FC1": "<f4", "16UC1": "<u2", "rgb8": np.uint8}[msg.encoding]
+    pixels = np.frombuffer(msg.data, dtype).reshape(msg.height, msg.width, -1)
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
+def send_frame(camera, collector, stamp, topics, timeout=20.0, attempts=2, **command):
+    """Publish one frame and return the outputs stamped with it (resent: the input may be best effort)."""
+    for _ in range(attempts):
+        camera.send(stamp=list(stamp), **command)
+        outputs = collector.wait(stamp, topics, timeout)
+        if outputs is not None:
+            return outputs
+    raise AssertionError(f"no {sorted(topics)} for frame {stamp} ({command})")
+
+
+def _proc_status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux)."""
+    return _proc_status("VmRSS") * 1024
+
+
+def native_threads() -> int:
+    """Threads of this process, native ones (DDS, torch) included (Linux)."""
+    return _proc_status("Threads")
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Inference on one thread: a tiny model gains nothing from more, and on loaded shared cores
+    OpenMP's spinning workers made a 25 ms frame take half a second."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

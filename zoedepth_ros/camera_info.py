@@ -62,12 +62,36 @@ def _make(width: int, height: int, k: np.ndarray, p: np.ndarray) -> Intrinsics:
     )
 
 
-def intrinsics_from_camera_info(info, image_width: int, image_height: int) -> Intrinsics:
-    """Intrinsics of an `image_width` x `image_height` image described by `info`.
+@dataclass(frozen=True)
+class _Calibration:
+    """What a camera_info says about its camera, whatever the image: K and P filled, ROI, binning."""
 
-    Raises CameraInfoError when the camera_info is uncalibrated or malformed, or when its
-    binning/ROI produce a resolution other than the image's.
-    """
+    k: np.ndarray
+    p: np.ndarray
+    x_off: int
+    y_off: int
+    roi_w: int
+    roi_h: int
+    bin_x: int
+    bin_y: int
+    full_frame: bool
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the images this calibration describes after ROI and binning."""
+        return self.roi_w // self.bin_x, self.roi_h // self.bin_y
+
+
+_NON_FINITE_REASONS = {"k": "bad_intrinsics", "p": "bad_intrinsics", "d": "bad_distortion", "r": "bad_rectification"}
+
+
+def _calibration(info) -> _Calibration:
+    for field, reason in _NON_FINITE_REASONS.items():
+        values = np.asarray(getattr(info, field), dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise CameraInfoError(
+                reason, f"camera_info {field.upper()} has non-finite values: every entry must be finite"
+            )
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     p = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
     if not p.any() and not k.any():
@@ -79,7 +103,7 @@ def intrinsics_from_camera_info(info, image_width: int, image_height: int) -> In
     elif not k.any():
         k = p[:, :3].copy()
     fx, fy, cx, cy = p[0, 0], p[1, 1], p[0, 2], p[1, 2]
-    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+    if not (fx > 0 and fy > 0):
         raise CameraInfoError(
             "bad_intrinsics",
             f"camera_info intrinsics are invalid (fx={fx}, fy={fy}, cx={cx}, cy={cy}): "
@@ -104,21 +128,46 @@ def intrinsics_from_camera_info(info, image_width: int, image_height: int) -> In
         )
     # Binning 0 means 1, as in image_geometry.
     bin_x, bin_y = max(int(info.binning_x), 1), max(int(info.binning_y), 1)
-    binned_w, binned_h = roi_w // bin_x, roi_h // bin_y
-    uses_binning_or_roi = not full_frame or bin_x > 1 or bin_y > 1
+    calibration = _Calibration(k, p, x_off, y_off, roi_w, roi_h, bin_x, bin_y, full_frame)
+    if 0 in calibration.image_size:
+        raise CameraInfoError(
+            "bad_binning",
+            f"camera_info binning {bin_x}x{bin_y} of its {roi_w}x{roi_h} ROI leaves no pixel",
+        )
+    return calibration
+
+
+def check_camera_info(info) -> None:
+    """Raise CameraInfoError when `info` is unusable whatever image it comes with.
+
+    Checks everything `intrinsics_from_camera_info` checks except the match with the image size:
+    cheap enough to run on every message as it arrives.
+    """
+    _calibration(info)
+
+
+def intrinsics_from_camera_info(info, image_width: int, image_height: int) -> Intrinsics:
+    """Intrinsics of an `image_width` x `image_height` image described by `info`.
+
+    Raises CameraInfoError when the camera_info is uncalibrated or malformed, or when its
+    binning/ROI produce a resolution other than the image's.
+    """
+    c = _calibration(info)
+    binned_w, binned_h = c.image_size
+    uses_binning_or_roi = not c.full_frame or c.bin_x > 1 or c.bin_y > 1
     if uses_binning_or_roi and (binned_w, binned_h) != (image_width, image_height):
         raise CameraInfoError(
             "size_mismatch",
-            f"camera_info binning {bin_x}x{bin_y} and ROI {roi_w}x{roi_h}+{x_off}+{y_off} give "
+            f"camera_info binning {c.bin_x}x{c.bin_y} and ROI {c.roi_w}x{c.roi_h}+{c.x_off}+{c.y_off} give "
             f"{binned_w}x{binned_h} images, but the image is {image_width}x{image_height}",
         )
 
     sx, sy = image_width / binned_w, image_height / binned_h
     # Maps calibrated pixel coordinates onto image pixel coordinates.
     to_image = np.array(
-        [[sx / bin_x, 0.0, -sx * x_off / bin_x], [0.0, sy / bin_y, -sy * y_off / bin_y], [0.0, 0.0, 1.0]]
+        [[sx / c.bin_x, 0.0, -sx * c.x_off / c.bin_x], [0.0, sy / c.bin_y, -sy * c.y_off / c.bin_y], [0.0, 0.0, 1.0]]
     )
-    return _make(image_width, image_height, to_image @ k, to_image @ p)
+    return _make(image_width, image_height, to_image @ c.k, to_image @ c.p)
 
 
 def pinhole_from_hfov(width: int, height: int, hfov_deg: float) -> Intrinsics:

@@ -7,11 +7,17 @@ message buffer without copying it where the layout allows.
 
 The returned array may be a view of the message buffer (rgb8 input): treat it as read-only and
 do not keep it beyond the message's lifetime unless you copy it.
+
+`check_image_msg` and `check_compressed_msg` run every test that needs no decoding (fields,
+sizes, the JPEG/PNG structure and PNG checksums) without allocating the picture: microseconds for
+a raw image, one CRC pass over a PNG. A node can so reject hostile messages as they arrive; the
+decoders run the same checks first.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -71,6 +77,11 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
 _GENERIC_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)(C[1-4])?$")
 
 
+def _quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for a log line; a hostile sender may put anything of any length there."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def _unsupported(encoding: str) -> ImageDecodeError:
     if _GENERIC_ENCODING.match(encoding):
         return ImageDecodeError(
@@ -81,7 +92,7 @@ def _unsupported(encoding: str) -> ImageDecodeError:
         )
     return ImageDecodeError(
         "unsupported_encoding",
-        f"unsupported image encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})",
+        f"unsupported image encoding {_quoted(encoding)} (supported: {', '.join(SUPPORTED_ENCODINGS)})",
     )
 
 
@@ -90,22 +101,9 @@ def _scale_16_to_8(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def decode_image(
-    encoding: str,
-    height: int,
-    width: int,
-    step: int,
-    is_bigendian: bool,
-    data,
-    *,
-    max_pixels: int | None = None,
-) -> np.ndarray:
-    """Return the image as a C-contiguous HxWx3 uint8 RGB array.
-
-    `data` is any buffer (the message's `array.array`, bytes, memoryview). `step` padding is
-    skipped and `is_bigendian` honoured for 16-bit encodings. `max_pixels` rejects oversized
-    images from their header, before any allocation. Raises ImageDecodeError.
-    """
+def _checked_layout(
+    encoding: str, height: int, width: int, step: int, data_size: int, max_pixels: int | None
+) -> _Layout:
     layout = _LAYOUTS.get(encoding)
     if layout is None:
         raise _unsupported(encoding)
@@ -130,15 +128,41 @@ def decode_image(
             "bad_step",
             f"step {step} is shorter than a row of {width} '{encoding}' pixels ({row_bytes} bytes)",
         )
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    if buffer.size < step * height:
+    if data_size != step * height:
         raise ImageDecodeError(
-            "short_data",
-            f"data has {buffer.size} bytes, {width}x{height} '{encoding}' with step {step} "
+            "short_data" if data_size < step * height else "long_data",
+            f"data has {data_size} bytes, {width}x{height} '{encoding}' with step {step} "
             f"needs {step * height}",
         )
+    return layout
 
-    rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
+
+def check_image_msg(msg, *, max_pixels: int | None = None) -> None:
+    """Raise the ImageDecodeError that decoding the `sensor_msgs/Image` would raise, without decoding."""
+    _checked_layout(msg.encoding, msg.height, msg.width, msg.step, memoryview(msg.data).nbytes, max_pixels)
+
+
+def decode_image(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    is_bigendian: bool,
+    data,
+    *,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Return the image as a C-contiguous HxWx3 uint8 RGB array.
+
+    `data` is any buffer (the message's `array.array`, bytes, memoryview) of exactly
+    `step * height` bytes. `step` padding is skipped and `is_bigendian` honoured for 16-bit
+    encodings. `max_pixels` rejects oversized images from their header, before any allocation.
+    Raises ImageDecodeError.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    layout = _checked_layout(encoding, height, width, step, buffer.size, max_pixels)
+    row_bytes = width * layout.channels * layout.bytes_per_channel
+    rows = buffer.reshape(height, step)[:, :row_bytes]
     if layout.bytes_per_channel == 2:
         dtype = np.dtype(">u2" if is_bigendian else "<u2")
         rows = rows.view(dtype)
@@ -161,70 +185,149 @@ def decode_image_msg(msg, *, max_pixels: int | None = None) -> np.ndarray:
     )
 
 
-def decode_compressed(fmt: str, data, *, max_pixels: int | None = None) -> np.ndarray:
-    """Decode a `sensor_msgs/CompressedImage` payload (JPEG or PNG) into HxWx3 uint8 RGB.
+def check_compressed(fmt: str, data, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of a `sensor_msgs/CompressedImage` payload, read without decoding it.
 
-    `fmt` is the message's `format` field: "jpeg", "png", or image_transport's
-    "<encoding>; compressed <codec>". Depth payloads ("compressedDepth", or a depth/generic
-    source encoding) are rejected. The codec is detected from the bytes. Raises ImageDecodeError.
+    Rejects (ImageDecodeError) depth payloads, anything but a JPEG or PNG stream, a stream cut
+    short or structurally broken (PNG: every chunk's CRC is verified; JPEG: markers up to the
+    frame header, end-of-image marker), an empty picture and one above `max_pixels`. A JPEG whose
+    entropy-coded data is damaged passes: only decoding can tell.
     """
     if "compresseddepth" in fmt.lower():
         raise ImageDecodeError(
             "not_a_camera_image",
-            f"compressed format '{fmt}' is a depth image, not a camera image: "
+            f"compressed format {_quoted(fmt)} is a depth image, not a camera image: "
             "remap 'image' to a colour or mono camera topic",
         )
     source_encoding = fmt.split(";", 1)[0].strip() if ";" in fmt else ""
     if source_encoding and _GENERIC_ENCODING.match(source_encoding):
         raise _unsupported(source_encoding)
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    if buffer.size == 0:
+    view = memoryview(data).cast("B")
+    if not view.nbytes:
         raise ImageDecodeError("empty_image", "compressed image has no data")
-    if max_pixels is not None:
-        size = compressed_size(bytes(buffer[:_HEADER_SCAN_BYTES]))
-        if size is not None and size[0] * size[1] > max_pixels:
-            raise ImageDecodeError(
-                "image_too_large",
-                f"compressed image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
-                f"above the limit of {max_pixels}",
-            )
+    if view[:len(_PNG_SIGNATURE)] == _PNG_SIGNATURE:
+        width, height = _png_size(view)
+    elif view[:2] == b"\xff\xd8":
+        width, height = _jpeg_size(view)
+    else:
+        raise ImageDecodeError(
+            "bad_compressed",
+            f"{view.nbytes} bytes of compressed image (format {_quoted(fmt)}) are neither a JPEG "
+            f"nor a PNG stream (they start with {bytes(view[:8]).hex(' ')})",
+        )
+    if width == 0 or height == 0:
+        raise ImageDecodeError("empty_image", f"compressed image header says {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(
+            "image_too_large",
+            f"compressed image is {width}x{height} = {width * height} pixels, "
+            f"above the limit of {max_pixels}",
+        )
+    return width, height
+
+
+def check_compressed_msg(msg, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """`check_compressed` for a `sensor_msgs/CompressedImage`."""
+    return check_compressed(msg.format, msg.data, max_pixels=max_pixels)
+
+
+def decode_compressed(fmt: str, data, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a `sensor_msgs/CompressedImage` payload (JPEG or PNG) into HxWx3 uint8 RGB.
+
+    `fmt` is the message's `format` field: "jpeg", "png", or image_transport's
+    "<encoding>; compressed <codec>". The payload first passes `check_compressed` (so the
+    limit holds before the decoder allocates); the codec is detected from the bytes. Raises
+    ImageDecodeError.
+    """
+    check_compressed(fmt, data, max_pixels=max_pixels)
+    buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageDecodeError(
             "bad_compressed",
-            f"could not decode {buffer.size} bytes of compressed image (format '{fmt}'): "
-            "not a valid JPEG or PNG stream",
+            f"could not decode {buffer.size} bytes of compressed image (format {_quoted(fmt)}): "
+            "corrupt image data",
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-# JPEG headers (EXIF, ICC profiles) may push the frame header far in; past this we stop looking.
-_HEADER_SCAN_BYTES = 1 << 18
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def compressed_size(header: bytes) -> tuple[int, int] | None:
-    """(width, height) read from a PNG or JPEG header without decoding; None if not found."""
-    if header.startswith(_PNG_SIGNATURE) and header[12:16] == b"IHDR":
-        return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-    if not header.startswith(b"\xff\xd8"):
-        return None
-    pos = 2
-    while pos + 9 <= len(header):
-        if header[pos] != 0xFF:
-            return None
-        marker = header[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker in _JPEG_SOF:
-            return int.from_bytes(header[pos + 7:pos + 9], "big"), int.from_bytes(header[pos + 5:pos + 7], "big")
-        pos += 2 + int.from_bytes(header[pos + 2:pos + 4], "big")
-    return None
 
 
 def decode_compressed_msg(msg, *, max_pixels: int | None = None) -> np.ndarray:
     """`decode_compressed` for a `sensor_msgs/CompressedImage`."""
     return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Real headers hold a few dozen segments before the frame header (a few thousand PNG chunks in
+# a large picture); past these bounds a stream is hostile, and walking it would stall the caller.
+_JPEG_MAX_MARKERS = 1024
+_PNG_MAX_CHUNKS = 1 << 16
+# Some drivers hand over a JPEG in a zero-padded buffer; the end-of-image marker precedes that.
+_JPEG_TAIL_BYTES = 4096
+
+
+def compressed_size(data) -> tuple[int, int] | None:
+    """(width, height) read from a PNG or JPEG header without decoding; None if not found."""
+    view = memoryview(data).cast("B")
+    if view[:len(_PNG_SIGNATURE)] == _PNG_SIGNATURE and view[12:16] == b"IHDR":
+        return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
+    if view[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    for _ in range(_JPEG_MAX_MARKERS):
+        if pos + 9 > len(view) or view[pos] != 0xFF:
+            return None
+        marker = view[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            return int.from_bytes(view[pos + 7:pos + 9], "big"), int.from_bytes(view[pos + 5:pos + 7], "big")
+        pos += 2 + int.from_bytes(view[pos + 2:pos + 4], "big")
+    return None
+
+
+def _jpeg_size(view: memoryview) -> tuple[int, int]:
+    size = compressed_size(view)
+    if size is None:
+        raise ImageDecodeError(
+            "bad_compressed", f"JPEG stream of {view.nbytes} bytes has no readable frame header (SOF marker)"
+        )
+    if not bytes(view[-_JPEG_TAIL_BYTES:]).rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise ImageDecodeError(
+            "truncated_compressed",
+            f"JPEG stream of {view.nbytes} bytes does not end with the end-of-image marker: cut short",
+        )
+    return size
+
+
+def _png_size(view: memoryview) -> tuple[int, int]:
+    """Walk the chunks up to IEND, verifying each CRC; the size comes from IHDR."""
+    pos, size = len(_PNG_SIGNATURE), None
+    for _ in range(_PNG_MAX_CHUNKS):
+        if pos + 12 > len(view):
+            raise ImageDecodeError(
+                "truncated_compressed", f"PNG stream of {view.nbytes} bytes ends before its IEND chunk: cut short"
+            )
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > len(view):
+            raise ImageDecodeError(
+                "truncated_compressed",
+                f"PNG chunk {_quoted(kind.decode('latin-1'))} of {length} bytes runs past the end of "
+                f"the {view.nbytes}-byte stream: cut short",
+            )
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            raise ImageDecodeError(
+                "bad_compressed", f"PNG chunk {_quoted(kind.decode('latin-1'))} at byte {pos} fails its CRC: corrupt"
+            )
+        if size is None:
+            if kind != b"IHDR" or length != 13:
+                raise ImageDecodeError("bad_compressed", "PNG stream does not start with an IHDR chunk")
+            size = int.from_bytes(view[pos + 8:pos + 12], "big"), int.from_bytes(view[pos + 12:pos + 16], "big")
+        if kind == b"IEND":
+            return size
+        pos = end
+    raise ImageDecodeError("bad_compressed", f"PNG stream has more than {_PNG_MAX_CHUNKS} chunks")
