@@ -10,6 +10,7 @@ Flip test-time augmentation runs the image and its mirror as one batch.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,16 @@ def reflect_padding(height: int, width: int) -> tuple[int, int]:
     return int(np.sqrt(height / 2) * 3), int(np.sqrt(width / 2) * 3)
 
 
+def low_precision_copy(model: ZoeDepth, dtype: torch.dtype) -> ZoeDepth:
+    """A copy whose encoder and decoder weights are stored in `dtype`: autocast would otherwise
+    re-cast every fp32 weight (345 M for BEiT-L) on every frame. The bins head stays fp32, as
+    ZoeDepth.forward runs it without autocast."""
+    model = copy.deepcopy(model)
+    for part in (model.encoder, model.reassemble, model.decoder):
+        part.to(dtype)
+    return model
+
+
 class DepthEstimator:
     def __init__(self, model: ZoeDepth | str | os.PathLike, device: str = "auto", precision: str = "fp32",
                  flip_tta: bool = False, pad: bool = False, mode: str = "infer"):
@@ -72,6 +83,8 @@ class DepthEstimator:
         self.device = resolve_device(device)
         if isinstance(model, (str, Path)):
             model = load_model(model, map_location="cpu")
+        if PRECISIONS[precision] is not None:
+            model = low_precision_copy(model, PRECISIONS[precision])
         self.model = model.to(self.device).eval()
         self.precision, self.flip_tta, self.pad, self.mode = precision, flip_tta, pad, mode
         self.head_names = self.model.config.head_names

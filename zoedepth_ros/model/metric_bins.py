@@ -72,9 +72,13 @@ class AttractorLayer(nn.Module):
         else:
             a = F.softplus(a)
         bins = _resize(prev_bins, a.shape[-2:])
-        dx = a.unsqueeze(2) - bins.unsqueeze(1)
-        shift = dx / (1 + _ATTRACTOR_ALPHA * dx.pow(2))
-        bins = bins + (shift.mean(dim=1) if self.mean else shift.sum(dim=1))
+        # One attractor at a time: the (B, attractors, bins, H, W) difference tensor of a single
+        # broadcast is 200 MB at 192x256 for NK and dominated the head's time.
+        shift = torch.zeros_like(bins)
+        for i in range(a.shape[1]):
+            dx = a[:, i:i + 1] - bins
+            shift = shift + dx / (1 + _ATTRACTOR_ALPHA * dx * dx)
+        bins = bins + (shift / a.shape[1] if self.mean else shift)
         if not self.normed:
             return bins, bins
         centers = (self.max_depth - self.min_depth) * bins + self.min_depth
