@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONSOLE_SCRIPTS = [
     "zoedepth-ros = zoedepth_ros.cli:main",
     "depth_node = zoedepth_ros.node:main",
+    "replay_node = zoedepth_ros.replay:main",
 ]
 
 

@@ -4,10 +4,14 @@ A managed (lifecycle) node. configure loads the model, activate subscribes, deac
 unsubscribes, cleanup frees the model and the device memory; with `autostart` (default) it walks
 itself to active, so a plain `ros2 run` works.
 
-Threading: subscription callbacks only park the newest frame in a one-slot mailbox (an older,
-unprocessed frame is dropped and counted as stale) and return; one worker thread runs decoding,
-inference and publishing. Parameter, lifecycle and camera_info callbacks therefore stay responsive
-while a frame is processed, and the input age behind each output stays under two inference times.
+Threading: subscription callbacks check each message without decoding it (encoding, size against
+`max_image_pixels`, step, data length, JPEG/PNG structure, header frame id and stamp order; a
+camera_info's calibration), reject and count a bad one, and park a good frame in a one-slot mailbox
+(an older, unprocessed frame is dropped and counted as stale); one worker thread runs decoding,
+inference and publishing. So every bad message is counted even when frames are dropped, parameter,
+lifecycle and camera_info callbacks stay responsive while a frame is processed, and the input age
+behind each output stays under two inference times. A failure while processing one frame (corrupt
+pixel data, CUDA out of memory, a device error) is logged, counted and costs only that frame.
 
 Topics (relative, remappable): `image` (or `<image>/compressed` with input_transport
 "compressed", image_transport's naming), `camera_info` in; `depth/image` (32FC1 metres, REP 118,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import math
 import re
 import sys
@@ -39,10 +44,14 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from zoedepth_ros.camera_info import CameraInfoError, depth_camera_info, intrinsics_from_camera_info, pinhole_from_hfov
+from zoedepth_ros.camera_info import (
+    CameraInfoError, check_camera_info, depth_camera_info, intrinsics_from_camera_info, pinhole_from_hfov,
+)
 from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
 from zoedepth_ros.colormap import colorize
-from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
+from zoedepth_ros.image_codec import (
+    ImageDecodeError, check_compressed_msg, check_image_msg, decode_compressed_msg, decode_image_msg,
+)
 from zoedepth_ros.predict import depth_to_mm16
 
 NODE_NAME = "zoedepth"
@@ -56,9 +65,19 @@ INPUT_QOS = QoSProfile(
 # subscriber is never fed stale depth.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
+
+def _qos(profile: QoSProfile) -> QoSProfile:
+    """A copy for one entity: rclpy writes the entity's QoS overrides into the profile it is given,
+    which would carry them to every later entity (of any node) created from the same profile."""
+    return copy.copy(profile)
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 LATENCY_WINDOW = 200  # frames behind the mean/p95 latencies in /diagnostics
 THROTTLE_S = 5.0
+# A stamp this far behind the previous frame's is a restarted camera, a clock reset or a looping
+# bag, not a reordered frame: accepted (with a warning) as the start of a new sequence, so one
+# bogus far-future stamp cannot lock the node out either.
+STAMP_RESTART_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,10 @@ PARAMETERS: dict[str, _Param] = {
                         choices=("fp32", "bf16", "fp16"), applies_on="configure"),
     "flip_tta": _Param(False, "Average with the prediction of the mirrored image (twice the compute).",
                        applies_on="configure"),
+    "mode": _Param("infer", "Pre- and post-processing: infer (keep-aspect resize, bicubic upsampling, for "
+                            "cameras) or eval (the official evaluation's stretch to the network size and "
+                            "bilinear upsampling, to reproduce `zoedepth-ros evaluate --model` with flip_tta).",
+                   choices=("infer", "eval"), applies_on="configure"),
     "min_depth": _Param(0.1, "Depth below this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
     "max_depth": _Param(80.0, "Depth above this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
     "publish_points": _Param(True, "Publish depth/points (needs camera_info or fallback_hfov_deg)."),
@@ -101,6 +124,12 @@ PARAMETERS: dict[str, _Param] = {
     "input_transport": _Param("raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
                                      "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed'.",
                               choices=("raw", "compressed"), applies_on="activate"),
+    "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
+                                           "or the JPEG/PNG header) are rejected before anything is decoded "
+                                           "or allocated.", range=(1, 1 << 30)),
+    "camera_info_timeout_s": _Param(5.0, "Warn (log and /diagnostics) when images arrive but no valid "
+                                         "camera_info came for this long; the last one stays in use. "
+                                         "0 disables the warning.", range=(0.0, 3600.0)),
     "fallback_hfov_deg": _Param(0.0, "Without camera_info, guess a pinhole camera with this horizontal "
                                      "field of view (degrees) for depth/camera_info and depth/points; "
                                      "0 disables the guess.", range=(0.0, 179.0)),
@@ -183,18 +212,23 @@ class _Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.inputs = 0
+        self.camera_infos = 0
         self.outputs = 0
         self.stale = 0
         self.rejected: collections.Counter[str] = collections.Counter()
         self.domains: collections.Counter[str] = collections.Counter()
         self.inference_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.end_to_end_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._last = (time.monotonic(), 0, 0)
+        self._last = (time.monotonic(), 0, 0, collections.Counter())
 
-    def frame_in(self, dropped_stale: bool) -> None:
+    def frame_in(self, dropped_stale: bool = False) -> None:
         with self._lock:
             self.inputs += 1
             self.stale += dropped_stale
+
+    def camera_info_in(self) -> None:
+        with self._lock:
+            self.camera_infos += 1
 
     def reject(self, reason: str) -> None:
         with self._lock:
@@ -213,8 +247,8 @@ class _Stats:
         """Diagnostic key/values; rates are over the time since the previous snapshot."""
         with self._lock:
             now = time.monotonic()
-            then, inputs, outputs = self._last
-            self._last = (now, self.inputs, self.outputs)
+            then, inputs, outputs, rejected = self._last
+            self._last = (now, self.inputs, self.outputs, self.rejected.copy())
             elapsed = max(now - then, 1e-9)
             values = {
                 "input rate (Hz)": f"{(self.inputs - inputs) / elapsed:.2f}",
@@ -223,14 +257,16 @@ class _Stats:
                 "frames out": str(self.outputs),
                 "frames dropped as stale": str(self.stale),
                 "frames rejected": str(sum(self.rejected.values())),
+                "camera_info in": str(self.camera_infos),
             }
+            recent = self.rejected - rejected
             for label, window in (("inference latency", self.inference_s), ("end-to-end latency", self.end_to_end_s)):
                 samples = np.asarray(window) * 1000.0
                 values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
                 values[f"{label} p95 (ms)"] = f"{np.percentile(samples, 95):.1f}" if samples.size else "n/a"
             values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
             values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
-        return values
+        return values, recent
 
 
 def _image_msg(header, pixels: np.ndarray, encoding: str) -> Image:
@@ -263,8 +299,11 @@ class DepthNode(LifecycleNode):
         self._outputs: dict[str, object] = {}
         self._inputs: list = []
         self._camera_info: CameraInfo | None = None
+        self._camera_info_at = 0.0  # monotonic arrival time of _camera_info
+        self._last_stamp_ns: int | None = None  # of the last image admitted to the mailbox
         self._mailbox = _Mailbox()
-        self._decode = decode_image_msg  # chosen by input_transport at each activation
+        # chosen by input_transport at each activation
+        self._check, self._decode = check_image_msg, decode_image_msg
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._cloud_builder = CloudBuilder()
@@ -319,7 +358,8 @@ class DepthNode(LifecycleNode):
 
             model = load_model(settings.model, map_location="cpu")
             estimator = DepthEstimator(
-                model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta
+                model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta,
+                mode=settings.mode,
             )
         except Exception as exc:  # a bad checkpoint, device or precision must not kill the node
             self._failure = f"cannot load model '{settings.model}': {exc}"
@@ -330,7 +370,7 @@ class DepthNode(LifecycleNode):
         self._loaded = {"model": settings.model, "device": str(estimator.device), "precision": settings.precision}
         self._outputs = {
             topic: self.create_lifecycle_publisher(
-                msg_type, topic, OUTPUT_QOS, qos_overriding_options=QoSOverridingOptions.with_default_policies()
+                msg_type, topic, _qos(OUTPUT_QOS), qos_overriding_options=QoSOverridingOptions.with_default_policies()
             )
             for topic, msg_type in (
                 ("depth/image", Image),
@@ -347,25 +387,30 @@ class DepthNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = self._settings
-        overriding = QoSOverridingOptions.with_default_policies()
-        if settings.input_transport == "compressed":
-            topic = self.resolve_topic_name("image") + "/compressed"
-            image_sub = self.create_subscription(
-                CompressedImage, topic, self._on_image, INPUT_QOS, qos_overriding_options=overriding
-            )
-        else:
-            topic = "image"
-            image_sub = self.create_subscription(Image, topic, self._on_image, INPUT_QOS, qos_overriding_options=overriding)
-        self._decode = decode_compressed_msg if settings.input_transport == "compressed" else decode_image_msg
-        self._inputs = [
-            image_sub,
-            self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, INPUT_QOS, qos_overriding_options=overriding
-            ),
-        ]
+        compressed = settings.input_transport == "compressed"
+        # Everything the callbacks use is in place before a subscription can deliver.
+        self._check = check_compressed_msg if compressed else check_image_msg
+        self._decode = decode_compressed_msg if compressed else decode_image_msg
+        self._last_stamp_ns = None
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="zoedepth-inference", daemon=True)
         self._worker.start()
+        overriding = QoSOverridingOptions.with_default_policies()
+        # camera_info first: a camera that starts publishing when it sees the image subscription
+        # then finds this one matched too, and its first frame comes with intrinsics.
+        self._inputs = [self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, _qos(INPUT_QOS), qos_overriding_options=overriding
+        )]
+        if compressed:
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self._inputs.append(self.create_subscription(
+                CompressedImage, topic, self._on_image, _qos(INPUT_QOS), qos_overriding_options=overriding
+            ))
+        else:
+            topic = "image"
+            self._inputs.append(self.create_subscription(
+                Image, topic, self._on_image, _qos(INPUT_QOS), qos_overriding_options=overriding
+            ))
         self.get_logger().info(f"active: {settings.input_transport} images from '{self.resolve_topic_name(topic)}'")
         self._state = "active"
         return super().on_activate(state)
@@ -421,39 +466,111 @@ class DepthNode(LifecycleNode):
     # ---------------------------------------------------------------- callbacks
 
     def _on_image(self, msg) -> None:
+        # Nothing may escape a callback: it would end the executor's spin, and the node with it.
+        try:
+            self._check(msg, max_pixels=self._settings.max_image_pixels)
+            self._check_header(msg.header)
+        except ImageDecodeError as exc:
+            self._stats.frame_in()
+            self._reject(exc.reason, f"image rejected: {exc}")
+            return
+        except Exception as exc:
+            self._stats.frame_in()
+            self._reject("check_error", f"image rejected, checking it failed: {type(exc).__name__}: {exc}", "error")
+            return
         self._stats.frame_in(dropped_stale=self._mailbox.put(msg))
 
+    def _check_header(self, header) -> None:
+        """Raise ImageDecodeError for a header the outputs (which carry it) cannot use; otherwise
+        its stamp becomes the one the next frame's is compared with."""
+        if not header.frame_id:
+            raise ImageDecodeError(
+                "empty_frame_id", "header has an empty frame_id: outputs would be in no frame (set the "
+                                  "camera driver's frame id, e.g. its optical frame)")
+        stamp = header.stamp
+        if stamp.sec < 0 or stamp.nanosec >= 1_000_000_000:
+            raise ImageDecodeError("bad_stamp", f"header stamp {stamp.sec} s {stamp.nanosec} ns is not a valid time")
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        last = self._last_stamp_ns
+        if last is not None and stamp_ns == last:
+            raise ImageDecodeError("repeated_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} repeats the previous "
+                                                     "frame's: a duplicate (or a driver that does not stamp)")
+        if last is not None and stamp_ns < last:
+            behind_s = (last - stamp_ns) / 1e9
+            if behind_s <= STAMP_RESTART_S:
+                raise ImageDecodeError("out_of_order_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} is "
+                                                             f"{behind_s:.3f} s older than the previous frame's")
+            self._log_throttled("stamp_restart", "warn",
+                                f"image stamps went back {behind_s:.1f} s: taking it as a restarted camera, a clock "
+                                "reset or a looping bag, and starting the sequence again")
+        self._last_stamp_ns = stamp_ns
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._stats.camera_info_in()
+        try:
+            check_camera_info(msg)
+        except CameraInfoError as exc:
+            self._reject(f"camera_info: {exc.reason}", f"camera_info rejected, the last valid one stays in use: {exc}")
+            return
+        except Exception as exc:
+            self._reject("camera_info: check_error",
+                         f"camera_info rejected, checking it failed: {type(exc).__name__}: {exc}", "error")
+            return
         if any(msg.d) and self._camera_info is None:
             self.get_logger().info(
                 "camera_info has distortion coefficients: depth and cloud are in the input image's "
                 "pixels, which are distorted; feed a rectified image (image_rect) for exact geometry"
             )
-        self._camera_info = msg
+        self._camera_info, self._camera_info_at = msg, time.monotonic()
+
+    def _reject(self, reason: str, text: str, level: str = "warn") -> None:
+        """Count a rejection under `reason` and log it, tagged with the reason as /diagnostics
+        counts it, once per THROTTLE_S for each reason."""
+        self._stats.reject(reason)
+        self._log_throttled(f"rejected:{reason}", level, f"{text} [{reason}]")
 
     def _log_throttled(self, key: str, level: str, text: str) -> None:
+        """Log `text` at `level` ("warn" or "error") unless `key` was logged in the last THROTTLE_S."""
         now = time.monotonic()
-        if now - self._last_log.get(key, -math.inf) >= THROTTLE_S:
-            self._last_log[key] = now
-            getattr(self.get_logger(), level)(text)
+        if now - self._last_log.get(key, -math.inf) < THROTTLE_S:
+            return
+        self._last_log[key] = now
+        # rclpy binds one severity to each calling line and raises ValueError for another one.
+        if level == "error":
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     # ---------------------------------------------------------------- worker
 
     def _work(self) -> None:
+        import torch  # loaded with the model by configure; not at import, so `--help` stays fast
+
         while not self._stop.is_set():
             msg = self._mailbox.take(timeout=0.1)
             if msg is None:
                 continue
+            out_of_memory = False
             try:
                 self._process(msg)
             except ImageDecodeError as exc:
-                self._stats.reject(exc.reason)
-                self._log_throttled(f"decode:{exc.reason}", "warn", f"image rejected: {exc}")
+                self._reject(exc.reason, f"image rejected: {exc}")
+            except torch.OutOfMemoryError as exc:
+                out_of_memory = True
+                self._reject("out_of_memory", f"frame dropped, out of memory on {self._loaded_device()}: {exc}; "
+                                              "freeing cached device memory (lower the input resolution or use "
+                                              "precision fp16/bf16 if it recurs)", "error")
+            except torch.AcceleratorError as exc:
+                self._reject("device_error", f"frame dropped, device error on {self._loaded_device()}: {exc}", "error")
             except Exception as exc:  # one bad frame must not stop the node
-                self._stats.reject("processing_error")
-                self._log_throttled(
-                    f"error:{type(exc).__name__}", "error", f"frame failed: {type(exc).__name__}: {exc}"
-                )
+                self._reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
+            if out_of_memory:
+                # Only here: inside the except block the traceback still holds the frame's tensors.
+                torch.cuda.empty_cache()  # a no-op unless CUDA is in use
+
+    def _loaded_device(self) -> str:
+        loaded = self._loaded
+        return loaded["device"] if loaded is not None else "?"
 
     def _subscribed(self, topic: str) -> bool:
         return self._outputs[topic].get_subscription_count() > 0
@@ -500,13 +617,20 @@ class DepthNode(LifecycleNode):
         """(intrinsics of the depth image, camera_info they came from) or (None, None)."""
         info = self._camera_info
         if info is not None:
+            age_s = self._camera_info_age_s()
+            if age_s is not None:
+                self._log_throttled(
+                    "camera_info:stale", "warn",
+                    f"no valid camera_info on '{self.resolve_topic_name('camera_info')}' for {age_s:.1f} s "
+                    f"(camera_info_timeout_s {self._settings.camera_info_timeout_s}): still using the last one",
+                )
             try:
                 return intrinsics_from_camera_info(info, width, height), info
             except CameraInfoError as exc:
-                self._stats.reject(f"camera_info: {exc.reason}")
-                self._log_throttled(
-                    f"camera_info:{exc.reason}", "error",
+                self._reject(
+                    f"camera_info: {exc.reason}",
                     f"camera_info unusable, publishing depth without depth/camera_info and depth/points: {exc}",
+                    "error",
                 )
                 return None, None
         hfov = self._settings.fallback_hfov_deg
@@ -524,6 +648,12 @@ class DepthNode(LifecycleNode):
         )
         return None, None
 
+    def _camera_info_age_s(self) -> float | None:
+        """Seconds since the last valid camera_info when that exceeds camera_info_timeout_s, else None."""
+        timeout = self._settings.camera_info_timeout_s
+        age_s = time.monotonic() - self._camera_info_at
+        return age_s if self._camera_info is not None and timeout > 0.0 and age_s > timeout else None
+
     # ---------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
@@ -535,11 +665,22 @@ class DepthNode(LifecycleNode):
         elif self._state != "active":
             status.level, status.message = DiagnosticStatus.OK, self._state
         else:
-            values.update(self._stats.snapshot())
+            snapshot, recent = self._stats.snapshot()
+            values.update(snapshot)
             status.level = DiagnosticStatus.OK
-            status.message = f"active, {values['output rate (Hz)']} Hz out"
+            problems = []
             if self._camera_info is None and self._settings.fallback_hfov_deg == 0.0:
-                status.level, status.message = DiagnosticStatus.WARN, "no camera_info: publishing depth only"
+                problems.append("no camera_info: publishing depth only")
+            age_s = self._camera_info_age_s()
+            if age_s is not None:
+                problems.append(f"no camera_info for {age_s:.0f} s: using the last one")
+            if recent:
+                counts = ", ".join(f"{reason} {n}" for reason, n in recent.most_common(3))
+                problems.append(f"{sum(recent.values())} rejected since the last report ({counts})")
+            if problems:
+                status.level, status.message = DiagnosticStatus.WARN, "; ".join(problems)
+            else:
+                status.message = f"active, {values['output rate (Hz)']} Hz out"
         if loaded is None:  # not loaded yet (or failed): report what is asked for
             loaded = {"model": self._settings.model, "device": self._settings.device,
                       "precision": self._settings.precision}
