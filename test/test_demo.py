@@ -1,0 +1,54 @@
+"""The demo's pipeline end to end on reduced bags: node and replay over DDS, report, cloud."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from zoedepth_ros import demo
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_a_reduced_bag(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOEDEPTH_ROS_WEIGHTS", str(tmp_path / "empty_cache"))  # the shipped model, whatever is cached
+    model, about = demo.choose_model()
+    assert model == str(demo.DEMO_MODEL) and "demo model" in about
+    results = demo.run_demo(tmp_path / "report", frames=2)
+
+    for kind in ("indoor", "outdoor"):
+        summary = json.loads((tmp_path / "report" / kind / "summary.json").read_text())
+        assert summary["frames"] == 2 and summary["complete"]
+        assert 0 < summary["abs_rel"] < 1 and 0 <= summary["a1"] <= 1
+        assert (tmp_path / "report" / kind / "report.md").is_file()
+        ply = (tmp_path / "report" / kind / "cloud.ply").read_bytes()
+        header, body = ply.split(b"end_header\n", 1)
+        count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
+        assert count > 0 and len(body) == count * 15  # xyz float32 + rgb uint8
+        xyz = np.frombuffer(body, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])["xyz"]
+        assert np.isfinite(xyz).all() and (xyz[:, 2] > 0).all()
+    index = (tmp_path / "report" / "README.md").read_text()
+    assert "demo model" in index and "indoor/cloud.ply" in index
+    assert results["latency"]["frames out"] == "4"
+
+
+def test_ply_and_cloud_round_trip(tmp_path):
+    from sensor_msgs.msg import PointCloud2
+
+    from std_msgs.msg import Header
+
+    from zoedepth_ros.camera_info import pinhole_from_hfov
+    from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
+
+    depth = np.array([[1.0, np.nan], [2.0, 3.0]], dtype=np.float32)
+    rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [10, 20, 30]]], dtype=np.uint8)
+    cloud = CloudBuilder().build(depth, pinhole_from_hfov(2, 2, 90.0), 1, rgb)
+    msg = to_pointcloud2(cloud, Header(frame_id="cam"))
+    assert isinstance(msg, PointCloud2)
+    xyz, colours = demo.cloud_arrays(msg)
+    assert demo.write_ply(tmp_path / "c.ply", xyz, colours) == 3
+    body = (tmp_path / "c.ply").read_bytes().split(b"end_header\n", 1)[1]
+    points = np.frombuffer(body, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
+    np.testing.assert_allclose(points["xyz"][:, 2], [1.0, 2.0, 3.0])
+    assert points["rgb"].tolist() == [[255, 0, 0], [0, 0, 255], [10, 20, 30]]
