@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -202,6 +200,7 @@ def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dic
 
     from zoedepth_ros.model import ZoeDepth, save_checkpoint
     from zoedepth_ros.model.estimator import network_size
+    from zoedepth_ros.node import node_process
 
     cfg = arch_config(arch)
     height, width = frame
@@ -214,29 +213,16 @@ def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dic
     namespace = f"/zoedepth_bench_{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(model, Path(tmp) / "bench.safetensors")
-        log = open(Path(tmp) / "node.log", "w+")  # a file, not a pipe: an undrained pipe would block the node
-        node = subprocess.Popen(
-            [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={namespace}",
-             "-p", f"model:={ckpt}", "-p", "device:=cpu", "-p", "points_stride:=1", "-p", "publish_colormap:=true",
-             "-p", "publish_points:=true", "-p", "min_depth:=0.0", "-p", "max_depth:=1000.0",
-             # Best effort loses most large frames between processes on a UDP-only host (see
-             # docs/benchmarks.md); reliable with keep-last 1 still never builds a backlog.
-             "-p", f"qos_overrides.{namespace}/image.subscription.reliability:=reliable"],
-            stdout=log, stderr=subprocess.STDOUT, text=True,
-        )
-        rclpy.init()
-        client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
-        try:
-            return {"forward": forward, **_drive_node(client, node, log, frame, frames, warmup, rate_s, forward)}
-        finally:
-            log.close()
-            client.destroy_node()
-            rclpy.try_shutdown()
-            node.terminate()
+        params = {"model": ckpt, "device": "cpu", "points_stride": 1, "publish_colormap": True,
+                  "publish_points": True, "min_depth": 0.0, "max_depth": 1000.0}
+        with open(Path(tmp) / "node.log", "w+") as log, node_process(namespace, params, log) as node:
+            rclpy.init()
+            client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
             try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+                return {"forward": forward, **_drive_node(client, node, log, frame, frames, warmup, rate_s, forward)}
+            finally:
+                client.destroy_node()
+                rclpy.try_shutdown()
 
 
 class _NodeDriver:

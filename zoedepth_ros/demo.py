@@ -29,10 +29,11 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_MODEL = ASSETS / "demo_nk.safetensors"
 PRESET = "ZoeD_M12_NK"
 NAMESPACE = "/zoedepth_demo"
-# Held-out seeds: the demo model was trained on other seeds (config/train_demo.yaml).
+# Held-out seeds: the demo model was trained on other seeds (config/train_demo.yaml). Each bag
+# starts at its own time: the node refuses stamps that go back in time by less than a second.
 SCENES = {
-    "indoor": {"size": (96, 128), "seed": 2001},
-    "outdoor": {"size": (96, 320), "seed": 2002},
+    "indoor": {"size": (96, 128), "seed": 2001, "start_ns": 1_800_000_000 * 10**9},
+    "outdoor": {"size": (96, 320), "seed": 2002, "start_ns": 1_800_001_000 * 10**9},
 }
 
 
@@ -63,9 +64,10 @@ def make_bags(root: Path, frames: int) -> dict[str, Path]:
 
     bags = {}
     for kind, spec in SCENES.items():
-        path = root / f"{kind}_{frames}f_seed{spec['seed']}"
+        path = root / f"{kind}_{frames}f_seed{spec['seed']}_t{spec['start_ns'] // 10**9}"
         if not (path.is_dir() and read_metadata(path).get("seed") == str(spec["seed"])):
-            write_synth_bag(path, kind=kind, frames=frames, seed=spec["seed"], size=spec["size"], overwrite=True)
+            write_synth_bag(path, kind=kind, frames=frames, seed=spec["seed"], size=spec["size"], overwrite=True,
+                            start_ns=spec["start_ns"])
         bags[kind] = path
     return bags
 
@@ -136,15 +138,6 @@ class _Listener:
         self.node.destroy_node()
 
 
-def _start_node(model: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
-           "-p", f"model:={model}", "-p", "device:=auto", "-p", "mode:=eval", "-p", "flip_tta:=true",
-           "-p", "min_depth:=0.0", "-p", "max_depth:=80.0", "-p", "points_color:=true",
-           # Reliable input: large best-effort frames get lost between processes on UDP-only hosts.
-           "-p", f"qos_overrides.{NAMESPACE}/image.subscription.reliability:=reliable"]
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
 def _replay(bag: Path, out: Path, log: Path) -> dict:
     cmd = [sys.executable, "-m", "zoedepth_ros.cli", "replay", str(bag), "--out", str(out), "--no-progress",
            "--ros-args", "-r", f"__ns:={NAMESPACE}"]
@@ -157,9 +150,8 @@ def _replay(bag: Path, out: Path, log: Path) -> dict:
 
 def run_demo(out: Path, frames: int = 12) -> dict:
     """Runs the demo into `out`; returns {"model": ..., "bags": {kind: summary}, "latency": {...}}."""
-    import rclpy
-
     from zoedepth_ros.eval.report import atomic_write
+    from zoedepth_ros.node import node_process
 
     out.mkdir(parents=True, exist_ok=True)
     model, about = choose_model()
@@ -168,7 +160,18 @@ def run_demo(out: Path, frames: int = 12) -> dict:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    node = _start_node(model, logs / "depth_node.log")
+    params = {"model": model, "device": "auto", "mode": "eval", "flip_tta": True, "min_depth": 0.0,
+              "max_depth": 80.0, "points_color": True}
+    with (logs / "depth_node.log").open("w") as log, node_process(NAMESPACE, params, log):
+        results = _drive(model, about, bags, out, logs)
+    atomic_write(out / "demo.json", json.dumps(results, indent=2))
+    atomic_write(out / "README.md", _report_index(results))
+    return results
+
+
+def _drive(model: str, about: str, bags: dict[str, Path], out: Path, logs: Path) -> dict:
+    import rclpy
+
     rclpy.init()
     listener = _Listener()
     results = {"model": model, "model_description": about, "bags": {}, "clouds": {}}
@@ -193,13 +196,6 @@ def run_demo(out: Path, frames: int = 12) -> dict:
     finally:
         listener.close()
         rclpy.try_shutdown()
-        node.terminate()
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-    atomic_write(out / "demo.json", json.dumps(results, indent=2))
-    atomic_write(out / "README.md", _report_index(results))
     return results
 
 

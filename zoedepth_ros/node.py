@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import copy
 import math
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -690,6 +692,29 @@ class DepthNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
+
+
+@contextlib.contextmanager
+def node_process(namespace: str, parameters: dict[str, object], log):
+    """`zoedepth-ros node` in its own process under `namespace` (benchmark, demo), stopped on exit.
+
+    Its image input is made reliable: between processes on a UDP-only host, best effort loses most
+    large frames (keep-last 1 still never builds a backlog). `log` receives its output: a file,
+    as an undrained pipe would block the node.
+    """
+    cmd = [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={namespace}",
+           "-p", f"qos_overrides.{namespace}/image.subscription.reliability:=reliable"]
+    for name, value in parameters.items():
+        cmd += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -475,8 +475,9 @@ def write_synth_bag(
     gt_encoding: GtEncoding = "32FC1",
     overwrite: bool = False,
     progress: bool = True,
+    start_ns: int = START_STAMP_NS,
 ) -> Path:
-    """Write `frames` rendered frames (10 Hz stamps) as an evaluation bag; returns its path."""
+    """Write `frames` rendered frames (10 Hz stamps from `start_ns`) as an evaluation bag; returns its path."""
     from tqdm import tqdm
 
     if kind not in RENDERERS:
@@ -498,7 +499,7 @@ def write_synth_bag(
     ) as writer:
         for index in tqdm(range(frames), desc=f"synth {kind}", unit="frame", disable=not progress):
             rgb, depth = RENDERERS[kind](rng, height, width, K)
-            writer.write(BagFrame(START_STAMP_NS + index * FRAME_PERIOD_NS, FRAME_ID, rgb, depth, K, None))
+            writer.write(BagFrame(start_ns + index * FRAME_PERIOD_NS, FRAME_ID, rgb, depth, K, None))
     return Path(path)
 
 
