@@ -376,10 +376,11 @@ def machine() -> str:
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     ratio_keys = sorted({k for r in rows for k in r if k.startswith("vs ")})
-    print(f"  {'':<22}{'median ms':>11}{'p90 ms':>10}" + "".join(f"{k:>16}" for k in ratio_keys))
+    widths = [max(16, len(k) + 2) for k in ratio_keys]
+    print(f"  {'':<22}{'median ms':>11}{'p90 ms':>10}" + "".join(f"{k:>{w}}" for k, w in zip(ratio_keys, widths)))
     for r in rows:
         print(f"  {r['name']:<22}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}"
-              + "".join(f"{r[k]:>15.3f}x" if k in r else f"{'':>16}" for k in ratio_keys))
+              + "".join(f"{r[k]:>{w - 1}.3f}x" if k in r else " " * w for k, w in zip(ratio_keys, widths)))
 
 
 def add_parser(subparsers, name: str) -> None:
