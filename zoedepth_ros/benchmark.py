@@ -389,8 +389,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--parts", default="forward,estimator,node", help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--arch", default="ZoeD_M12_NK", help="preset (ZoeD_M12_NK, ...) or tiny-NK/tiny-N/tiny-K")
     p.add_argument("--node-arch", default="tiny-NK", help="model of the node part (small, so overhead shows)")
-    p.add_argument("--size", default="384x512", help="network input HxW for the forward part")
-    p.add_argument("--frame", default="480x640", help="camera frame HxW for the estimator and node parts")
+    p.add_argument("--size", type=_size, default=(384, 512), help="network input HxW for the forward part (multiples of 32)")
+    p.add_argument("--frame", type=_size, default=(480, 640), help="camera frame HxW for the estimator and node parts")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
     p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
@@ -403,8 +403,14 @@ def add_parser(subparsers, name: str) -> None:
 
 
 def _size(text: str) -> tuple[int, int]:
-    h, w = text.lower().split("x")
-    return int(h), int(w)
+    """argparse type for HxW sizes."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 384x512, not {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, not {text!r}")
+    return h, w
 
 
 def run(args) -> int:
@@ -418,21 +424,21 @@ def run(args) -> int:
         raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
     precisions = [p.strip() for p in args.precision.split(",")]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "command": " ".join(sys.argv),
-               "arch": args.arch, "size": args.size, "frame": args.frame}
+               "arch": args.arch, "size": "x".join(map(str, args.size)), "frame": "x".join(map(str, args.frame))}
     print(f"zoedepth-ros benchmark on {results['machine']}")
     if "forward" in parts or "estimator" in parts:
         ours, port = build_models(args.arch, args.reference == "hf")
         if "forward" in parts:
-            results["forward"] = bench_forward(ours, port, _size(args.size), precisions, args.iters, args.warmup)
-            print_table(f"(a) forward {args.arch} at {args.size}, batch 1", results["forward"])
+            results["forward"] = bench_forward(ours, port, args.size, precisions, args.iters, args.warmup)
+            print_table(f"(a) forward {args.arch} at {results['size']}, batch 1", results["forward"])
         if "estimator" in parts:
-            results["estimator"] = bench_estimator(ours, port, _size(args.frame), precisions, args.iters, args.warmup)
-            print_table(f"(b) estimator on a {args.frame} frame (pre + forward + post)", results["estimator"])
+            results["estimator"] = bench_estimator(ours, port, args.frame, precisions, args.iters, args.warmup)
+            print_table(f"(b) estimator on a {results['frame']} frame (pre + forward + post)", results["estimator"])
         del ours, port
     if "node" in parts:
-        node = bench_node(args.node_arch, _size(args.frame), args.node_frames, warmup=5, rate_s=1.0 / args.node_rate)
+        node = bench_node(args.node_arch, args.frame, args.node_frames, warmup=5, rate_s=1.0 / args.node_rate)
         results["node"] = node
-        print(f"\n(c) node end to end, {args.node_arch}, {args.frame} rgb8 over DDS "
+        print(f"\n(c) node end to end, {args.node_arch}, {results['frame']} rgb8 over DDS "
               f"(model forward {node['forward']['median_ms']:.1f} ms)")
         for key in ("depth", "depth+cloud"):
             r = node[key]
