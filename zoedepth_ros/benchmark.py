@@ -229,6 +229,7 @@ class _NodeDriver:
     """This process's side of the node benchmark: a camera publisher and the output subscribers."""
 
     def __init__(self, client, node_proc, node_log, frame):
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -248,16 +249,27 @@ class _NodeDriver:
         self.msg.header.frame_id = "camera_optical_frame"
         self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+        self.node_inference_ms: str | None = None  # the node's own pre + forward + post time
         client.create_subscription(Image, "depth/image", self._on("depth"), self.qos)
         client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos)
         client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos)
+        client.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, self.qos)
 
     def _on(self, kind):
         def callback(msg):
             now = time.time()
-            with self.lock:
+            with self.arrived:
                 self.arrivals[kind][msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+                self.arrived.notify_all()
         return callback
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.startswith(self.client.get_namespace()) and "inference latency mean (ms)" in values:
+                with self.lock:
+                    self.node_inference_ms = values["inference latency mean (ms)"]
 
     def subscribe_points(self) -> None:
         from sensor_msgs.msg import PointCloud2
@@ -266,14 +278,17 @@ class _NodeDriver:
         time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
 
     def wait_for(self, predicate, timeout: float) -> bool:
+        """Sleep until an output makes `predicate` true (no polling: the node shares the CPUs)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.node_proc.poll() is not None:
-                raise SystemExit(f"the node exited: {_tail(self.node_log)}")
-            if predicate():
-                return True
-            time.sleep(0.002)
-        return False
+        with self.arrived:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if self.node_proc.poll() is not None:
+                    raise SystemExit(f"the node exited: {_tail(self.node_log)}")
+                self.arrived.wait(min(remaining, 0.5))
+        return True
 
     def send(self) -> int:
         stamp_ns = time.time_ns()
@@ -340,10 +355,20 @@ def _drive_node(client, node_proc, node_log, frame, frames, warmup, rate_s, forw
             out["overhead_p50_ms"] = out["p50_ms"] - forward["median_ms"]
         return out
 
+    def with_node_inference(result):
+        # The node's own measurement of pre-processing + forward + post-processing in its process.
+        time.sleep(1.2)  # one more /diagnostics period
+        with driver.lock:
+            inference = float(driver.node_inference_ms) if driver.node_inference_ms not in (None, "n/a") else None
+        if inference is not None and "p50_ms" in result:
+            result["node_inference_mean_ms"] = inference
+            result["transport_p50_ms"] = result["p50_ms"] - inference
+        return result
+
     try:
-        results = {"depth": stats(driver.closed_loop(("depth",), frames, warmup))}
+        results = {"depth": with_node_inference(stats(driver.closed_loop(("depth",), frames, warmup)))}
         driver.subscribe_points()
-        results["depth+cloud"] = stats(driver.closed_loop(("depth", "points"), frames, warmup))
+        results["depth+cloud"] = with_node_inference(stats(driver.closed_loop(("depth", "points"), frames, warmup)))
         results["open_loop"] = driver.open_loop(rate_s, max(3.0, frames * 0.05))
         return results
     finally:
@@ -445,6 +470,9 @@ def run(args) -> int:
             print(f"  {key:<12} p50 {r.get('p50_ms', float('nan')):7.1f} ms  p95 {r.get('p95_ms', float('nan')):7.1f}"
                   f"  p99 {r.get('p99_ms', float('nan')):7.1f}  overhead p50 {r.get('overhead_p50_ms', float('nan')):6.1f} ms"
                   f"  ({r['frames']} frames, {r['lost']} lost)")
+            if "transport_p50_ms" in r:
+                print(f"  {'':<12} the node's own inference (pre + forward + post) {r['node_inference_mean_ms']:.1f} ms mean;"
+                      f" latency p50 minus that: {r['transport_p50_ms']:.1f} ms (decode, outputs, DDS both ways)")
         o = node["open_loop"]
         print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz, age p50 {o['age_p50_ms']:.1f} ms,"
               f" p99 {o['age_p99_ms']:.1f} ms")
