@@ -7,12 +7,16 @@
 Outputs appear under the node's namespace (`namespace:=`): depth/image, depth/camera_info,
 depth/points, depth/colormap. With input_transport "compressed" (params file), the node reads
 `<image>/compressed`, following the `image` remapping as image_transport would.
+
+The node's Fast DDS participant uses config/fastdds_large_images.xml (whole messages through
+shared memory on the host, UDP for other machines) unless FASTRTPS_DEFAULT_PROFILES_FILE is set
+or `dds_profile:=` names another file; `dds_profile:=none` keeps Fast DDS defaults.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -27,6 +31,9 @@ def _depth_node(context):
     # model/device/precision override the params file only when given, so the file stays in charge.
     overrides = {name: value(name) for name in ("model", "device", "precision") if value(name)}
     overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
+    profile = value("dds_profile")
+    # Fast DDS reads this when the node creates its participant; other RMWs ignore it.
+    env = {} if profile in ("", "none") else {"FASTRTPS_DEFAULT_PROFILES_FILE": profile}
     return [
         Node(
             package=PACKAGE,
@@ -40,6 +47,7 @@ def _depth_node(context):
                 ("camera_info", value("camera_info") or f"{camera}/camera_info"),
             ],
             ros_arguments=["--log-level", value("log_level")],
+            additional_env=env,
         )
     ]
 
@@ -62,6 +70,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("precision", default_value="", description="fp32, bf16 or fp16; empty: the params file's"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "zoedepth.yaml"]),
                               description="Node parameters (YAML)"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=EnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
+                                  [share, "config", "fastdds_large_images.xml"])),
+                              description="Fast DDS XML profile of the node; none: Fast DDS defaults"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag playback)"),
         DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
         DeclareLaunchArgument("rviz", default_value="false", description="Open RViz with config/zoedepth.rviz"),

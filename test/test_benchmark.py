@@ -20,12 +20,44 @@ def test_reference_gets_our_weights():
 def test_forward_and_estimator_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["benchmark", "--arch", "tiny-NK", "--parts", "forward,estimator", "--precision", "fp32",
-                 "--size", "192x256", "--frame", "120x160", "--iters", "1", "--warmup", "0", "--out", str(out)]) == 0
+                 "--size", "192x256", "--frame", "120x160", "--iters", "1", "--warmup", "0", "--compile",
+                 "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     forward = {r["name"]: r for r in results["forward"]}
-    assert set(forward) == {"ours fp32", "port fp32"} and forward["ours fp32"]["vs port fp32"] > 0
+    assert set(forward) == {"ours fp32", "ours fp32 compiled", "port fp32"}
+    assert forward["ours fp32"]["vs port fp32"] > 0 and forward["ours fp32 compiled"]["vs port fp32"] > 0
+    assert results["compile_s"]["ours fp32 compiled"] > 0
     estimator = {r["name"]: r for r in results["estimator"]}
     assert {"ours fp32", "ours fp32 flip", "port fp32", "port fp32 flip"} <= set(estimator)
     assert estimator["ours fp32 flip"]["vs port fp32 flip"] > 0
     assert "AMD" in results["machine"] or "cores" in results["machine"]
     assert "vs port fp32" in capsys.readouterr().out
+
+
+def test_node_part_over_dds_with_the_shipped_profile(tmp_path):
+    """The node part end to end in a fresh process (Fast DDS reads the profile at its first
+    participant): latencies, the node's own forward time and the overhead derived from them."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "node.json"
+    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "node", "--frame", "120x160",
+                           "--node-frames", "5", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "XMLPARSER" not in proc.stdout + proc.stderr  # Fast DDS accepted the profile
+    node = json.loads(out.read_text())["node"]
+    assert node["dds_profile"].endswith("config/fastdds_large_images.xml")
+    for key in ("depth", "depth+cloud"):
+        r = node[key]
+        assert r["frames"] == 5 and r["lost"] == 0
+        # The node's p50s cover its whole window (warm-up frames too), so only the order within it holds.
+        assert 0 < r["forward_p50_ms"] <= r["node_inference_p50_ms"] and 0 < r["p50_ms"] <= r["p99_ms"]
+        assert abs(r["overhead_p50_ms"] - (r["p50_ms"] - r["forward_p50_ms"])) < 1e-9
+    assert node["open_loop"]["received"] > 0
+
+
+def test_dds_profile_must_exist(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["benchmark", "--parts", "node", "--dds-profile", str(tmp_path / "missing.xml")])

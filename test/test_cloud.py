@@ -125,7 +125,7 @@ def test_pointcloud2_message():
         ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 16, 7, 1)
     ]
     assert msg.is_dense is False and msg.is_bigendian is False
-    assert msg.data.tobytes() == cloud.data
+    assert msg.data == cloud.data
 
 
 def test_full_resolution_cloud_of_a_guessed_camera_is_finite():

@@ -107,3 +107,46 @@ def test_bad_inputs(model, image):
         DepthEstimator(model, precision="int8")
     with pytest.raises(ValueError, match="unsupported device"):
         DepthEstimator(model, device="tpu")
+
+
+def test_compiled_stream_compiles_once_per_shape(model, image):
+    """A camera stream compiles one graph set on its first frame and none after; batches are padded
+    to power-of-two buckets (3 frames + flips = 6 rows run as 8) and cropped back, so results equal
+    the eager path. (The NK router splits a batch per head, so each head a stream routes to adds
+    its own graphs once.)"""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(tuple(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor) and t.dim() == 4))
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = DepthEstimator(model, device="cpu", flip_tta=True, compile=True, compile_backend=counting_backend)
+    eager = DepthEstimator(model, device="cpu", flip_tta=True)
+    frames = [np.ascontiguousarray(np.roll(image, 7 * i, axis=1)) for i in range(4)]
+    first = compiled.predict(frames[0])
+    after_first = len(graphs)
+    assert after_first >= 1
+    for frame in frames[1:]:
+        np.testing.assert_allclose(compiled.predict(frame).depth, eager.predict(frame).depth, rtol=1e-5)
+    assert len(graphs) == after_first, f"the stream recompiled: {graphs[after_first:]}"
+    np.testing.assert_allclose(first.depth, eager.predict(frames[0]).depth, rtol=1e-5)
+
+    three = compiled.predict_batch(frames[:3])  # 3 images + flips = 6 rows -> bucket 8
+    assert len(graphs) > after_first and any(s and s[0][0] == 8 for s in graphs[after_first:])
+    for frame, got in zip(frames, three):
+        np.testing.assert_allclose(got.depth, eager.predict(frame).depth, rtol=1e-5)
+    settled = len(graphs)
+    compiled.predict_batch(frames[:3])
+    compiled.predict(frames[3])  # back to the stream's bucket
+    assert len(graphs) == settled
+
+
+@pytest.mark.slow
+def test_inductor_fp32_matches_eager(model, image):
+    """The real fast path (inductor, frozen weights on CPU) against plain fp32, to 1e-5."""
+    torch._dynamo.reset()
+    compiled = DepthEstimator(model, device="cpu", compile=True)
+    eager = DepthEstimator(model, device="cpu")
+    for frame in (image, np.ascontiguousarray(image[::-1])):
+        np.testing.assert_allclose(compiled.predict(frame).depth, eager.predict(frame).depth, rtol=1e-5, atol=1e-6)

@@ -277,6 +277,7 @@ def test_latency_stays_bounded_with_a_fast_camera_and_a_slow_model(ros, monkeypa
                           timeout=5.0)
         reported = ros.latest_diagnostics(collector)
         for key in ("input rate (Hz)", "output rate (Hz)", "inference latency mean (ms)", "inference latency p95 (ms)",
+                    "inference latency p50 (ms)", "forward latency p50 (ms)",
                     "end-to-end latency mean (ms)", "end-to-end latency p95 (ms)", "model", "device", "precision"):
             assert key in reported, (key, reported)
         assert any(key.startswith("router: ") for key in reported), reported

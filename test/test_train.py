@@ -263,6 +263,22 @@ def test_build_model_from_checkpoint_or_fresh_with_encoder(tmp_path):
     assert not torch.equal(fresh.state_dict()[decoder], reference.state_dict()[decoder])
 
 
+def test_arch_overrides_change_the_fresh_architecture():
+    from zoedepth_ros.train.trainer import build_model
+
+    cfg = load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={patch_size: 8, depth: 5, taps: [0, 1, 2, 4]}"])
+    model = build_model(cfg["model"])
+    assert model.config.patch_size == 8 and model.config.depth == 5 and len(model.encoder.blocks) == 5
+    with torch.no_grad():  # 8-pixel patches: a 96x128 input is a 12x16 token grid
+        assert model(torch.zeros(1, 3, 96, 128)).metric_depth.shape[-2:] == (192, 256)
+    with pytest.raises(ConfigError, match="patch_sise"):
+        build_model(load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={patch_sise: 8}"])["model"])
+    with pytest.raises(ConfigError, match="multiple"):
+        build_model(load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={img_size: [100, 128]}"])["model"])
+    with pytest.raises(ConfigError, match="goes with model.arch"):
+        load_config(REPO / "config" / "train_nyu.yaml", ["model.arch_overrides={patch_size: 8}"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Trainer runs on CPU
 

@@ -1,7 +1,8 @@
 """`zoedepth-ros benchmark`: our engine side by side with the transformers port, same weights.
 
 Parts (interleaved iterations, medians after warm-up, ratios against the reference):
-- forward:   the model forward at the network size (ours vs the port, fp32 and bf16 autocast);
+- forward:   the model forward at the network size (ours vs the port, fp32 and bf16 autocast;
+             with --compile also ours under torch.compile, its compile time reported apart);
 - estimator: a camera frame through pre-processing, forward (with and without flip TTA) and
              post-processing (ours vs the port's image processor + model + post-processing);
 - node:      the depth node in its own process, a publisher/subscriber process (this one) over
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import struct
 import sys
 import tempfile
 import threading
@@ -122,13 +124,14 @@ def _rows(times: dict[str, list[float]], reference_of: dict[str, str]) -> list[d
     return rows
 
 
-def bench_forward(ours, port, size, precisions, iters, warmup) -> list[dict]:
+def bench_forward(ours, port, size, precisions, iters, warmup, compile=False) -> tuple[list[dict], dict]:
+    """Rows of the forward table, and the compile time (s) of each compiled candidate."""
     import torch
 
-    from zoedepth_ros.model.estimator import low_precision_copy
+    from zoedepth_ros.model.estimator import compile_model, low_precision_copy
 
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    candidates, refs = {}, {}
+    candidates, refs, compile_s = {}, {}, {}
     for precision in precisions:
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
         # Our engine's reduced precision: weights stored in bf16 once, autocast for the rest;
@@ -141,13 +144,22 @@ def bench_forward(ours, port, size, precisions, iters, warmup) -> list[dict]:
                     call(model)
             return fn
 
-        candidates[f"ours {precision}"] = run(engine, lambda m: m(x))
+        engines = {f"ours {precision}": engine}
+        if compile:
+            name = f"ours {precision} compiled"
+            engines[name] = compile_model(engine, torch.device("cpu"))
+            started = time.perf_counter()
+            run(engines[name], lambda m: m(x))()  # the compilation itself, outside the timed rounds
+            compile_s[name] = time.perf_counter() - started
+        for name, model in engines.items():
+            candidates[name] = run(model, lambda m: m(x))
         if port is not None:
             candidates[f"port {precision}"] = run(port, lambda m: m(pixel_values=x))
-            refs[f"ours {precision}"] = {f"vs port {precision}": f"port {precision}"}
-            if precision != "fp32" and "fp32" in precisions:
-                refs[f"ours {precision}"]["vs port fp32"] = "port fp32"
-    return _rows(interleaved(candidates, iters, warmup), refs)
+            for name in engines:
+                refs[name] = {f"vs port {precision}": f"port {precision}"}
+                if precision != "fp32" and "fp32" in precisions:
+                    refs[name]["vs port fp32"] = "port fp32"
+    return _rows(interleaved(candidates, iters, warmup), refs), compile_s
 
 
 def _camera_frame(height: int, width: int) -> np.ndarray:
@@ -193,16 +205,17 @@ def bench_estimator(ours, port, frame, precisions, iters, warmup) -> list[dict]:
 # --------------------------------------------------------------------------------------- node
 
 
-def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dict:
-    """Node in a subprocess; this process publishes 'frame'-sized rgb8 images and listens."""
+def bench_node(arch: str, img_size, frame, frames: int, warmup: int, rate_s: float, profile: str | None) -> dict:
+    """Node in a subprocess; this process publishes 'frame'-sized rgb8 images and listens. Both
+    use the Fast DDS `profile` (None: Fast DDS defaults)."""
     import rclpy
     import torch
 
     from zoedepth_ros.model import ZoeDepth, save_checkpoint
     from zoedepth_ros.model.estimator import network_size
-    from zoedepth_ros.node import node_process
+    from zoedepth_ros.node import dds_profile, node_process
 
-    cfg = arch_config(arch)
+    cfg = arch_config(arch).replace(img_size=tuple(img_size))
     height, width = frame
     torch.manual_seed(0)
     model = ZoeDepth(cfg).eval()
@@ -215,7 +228,8 @@ def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dic
         ckpt = save_checkpoint(model, Path(tmp) / "bench.safetensors")
         params = {"model": ckpt, "device": "cpu", "points_stride": 1, "publish_colormap": True,
                   "publish_points": True, "min_depth": 0.0, "max_depth": 1000.0}
-        with open(Path(tmp) / "node.log", "w+") as log, node_process(namespace, params, log) as node:
+        with (dds_profile(profile), open(Path(tmp) / "node.log", "w+") as log,
+              node_process(namespace, params, log) as node):
             rclpy.init()
             client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
             try:
@@ -223,6 +237,14 @@ def bench_node(arch: str, frame, frames: int, warmup: int, rate_s: float) -> dic
             finally:
                 client.destroy_node()
                 rclpy.try_shutdown()
+
+
+def _cdr_stamp_ns(serialized: bytes) -> int:
+    """header.stamp of a serialized message that starts with a std_msgs/Header (Image, CameraInfo,
+    PointCloud2): after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec."""
+    byte_order = "<" if serialized[1] & 1 else ">"  # CDR_LE is 0x0001, CDR_BE 0x0000
+    sec, nanosec = struct.unpack_from(byte_order + "iI", serialized, 4)
+    return sec * 10**9 + nanosec
 
 
 class _NodeDriver:
@@ -250,31 +272,33 @@ class _NodeDriver:
         self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
-        self.node_inference_ms: str | None = None  # the node's own pre + forward + post time
-        client.create_subscription(Image, "depth/image", self._on("depth"), self.qos)
-        client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos)
-        client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos)
+        self.node_diagnostics: dict[str, str] = {}  # the node's own latency figures (/diagnostics)
+        # Serialized (raw) outputs: the clock stops when the message is here, as for a C++ consumer
+        # such as RViz, not after rclpy has also built Python objects of every pixel.
+        client.create_subscription(Image, "depth/image", self._on("depth"), self.qos, raw=True)
+        client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos, raw=True)
+        client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos, raw=True)
         client.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, self.qos)
 
     def _on(self, kind):
-        def callback(msg):
+        def callback(serialized: bytes):
             now = time.time()
             with self.arrived:
-                self.arrivals[kind][msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+                self.arrivals[kind][_cdr_stamp_ns(serialized)] = now
                 self.arrived.notify_all()
         return callback
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            if status.name.startswith(self.client.get_namespace()) and "inference latency mean (ms)" in values:
+            if status.name.startswith(self.client.get_namespace()) and "forward latency p50 (ms)" in values:
                 with self.lock:
-                    self.node_inference_ms = values["inference latency mean (ms)"]
+                    self.node_diagnostics = values
 
     def subscribe_points(self) -> None:
         from sensor_msgs.msg import PointCloud2
 
-        self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos)
+        self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
         time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
 
     def wait_for(self, predicate, timeout: float) -> bool:
@@ -352,23 +376,35 @@ def _drive_node(client, node_proc, node_log, frame, frames, warmup, rate_s, forw
         out = {"frames": int(ms.size), "lost": frames - int(ms.size)}
         if ms.size:
             out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
-            out["overhead_p50_ms"] = out["p50_ms"] - forward["median_ms"]
         return out
 
-    def with_node_inference(result):
-        # The node's own measurement of pre-processing + forward + post-processing in its process.
+    def with_node_timing(result):
+        """Overhead = latency minus the forward time, both p50, the forward timed inside the node
+        (this process's figure only if the node's is missing): the same model runs slower there
+        while its outputs of the previous frame are still being serialised and received."""
         time.sleep(1.2)  # one more /diagnostics period
         with driver.lock:
-            inference = float(driver.node_inference_ms) if driver.node_inference_ms not in (None, "n/a") else None
-        if inference is not None and "p50_ms" in result:
-            result["node_inference_mean_ms"] = inference
-            result["transport_p50_ms"] = result["p50_ms"] - inference
+            values = dict(driver.node_diagnostics)
+
+        def number(key):
+            try:
+                return float(values[key])
+            except (KeyError, ValueError):
+                return None
+
+        node_forward, node_inference = number("forward latency p50 (ms)"), number("inference latency p50 (ms)")
+        if "p50_ms" in result:
+            result["forward_p50_ms"] = node_forward if node_forward is not None else forward["median_ms"]
+            result["overhead_p50_ms"] = result["p50_ms"] - result["forward_p50_ms"]
+            if node_inference is not None:
+                result["node_inference_p50_ms"] = node_inference
+                result["transport_p50_ms"] = result["p50_ms"] - node_inference
         return result
 
     try:
-        results = {"depth": with_node_inference(stats(driver.closed_loop(("depth",), frames, warmup)))}
+        results = {"depth": with_node_timing(stats(driver.closed_loop(("depth",), frames, warmup)))}
         driver.subscribe_points()
-        results["depth+cloud"] = with_node_inference(stats(driver.closed_loop(("depth", "points"), frames, warmup)))
+        results["depth+cloud"] = with_node_timing(stats(driver.closed_loop(("depth", "points"), frames, warmup)))
         results["open_loop"] = driver.open_loop(rate_s, max(3.0, frames * 0.05))
         return results
     finally:
@@ -414,6 +450,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--parts", default="forward,estimator,node", help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--arch", default="ZoeD_M12_NK", help="preset (ZoeD_M12_NK, ...) or tiny-NK/tiny-N/tiny-K")
     p.add_argument("--node-arch", default="tiny-NK", help="model of the node part (small, so overhead shows)")
+    p.add_argument("--node-img-size", type=_size, default=(96, 128),
+                   help="img_size of the node part's model (multiples of 32): small, so that the forward "
+                        "neither dominates the latency nor competes with the node's other work (default 96x128)")
     p.add_argument("--size", type=_size, default=(384, 512), help="network input HxW for the forward part (multiples of 32)")
     p.add_argument("--frame", type=_size, default=(480, 640), help="camera frame HxW for the estimator and node parts")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
@@ -422,6 +461,11 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--node-frames", type=int, default=100, help="closed-loop frames per node configuration")
     p.add_argument("--node-rate", type=float, default=100.0, help="open-loop publish rate (Hz)")
+    p.add_argument("--compile", action="store_true",
+                   help="forward part: also time our model under torch.compile (inductor, frozen weights)")
+    p.add_argument("--dds-profile", default="shipped", metavar="shipped|none|FILE",
+                   help="node part: Fast DDS profile of the node and this process: shipped "
+                        "(config/fastdds_large_images.xml, the default), none (Fast DDS defaults) or an XML file")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
@@ -448,31 +492,47 @@ def run(args) -> int:
     if unknown:
         raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
     precisions = [p.strip() for p in args.precision.split(",")]
+    for flag, size in (("--size", args.size), ("--node-img-size", args.node_img_size)):
+        if any(v % 32 for v in size):
+            raise SystemExit(f"{flag} {'x'.join(map(str, size))}: both sides must be multiples of 32")
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "command": " ".join(sys.argv),
                "arch": args.arch, "size": "x".join(map(str, args.size)), "frame": "x".join(map(str, args.frame))}
     print(f"zoedepth-ros benchmark on {results['machine']}")
     if "forward" in parts or "estimator" in parts:
         ours, port = build_models(args.arch, args.reference == "hf")
         if "forward" in parts:
-            results["forward"] = bench_forward(ours, port, args.size, precisions, args.iters, args.warmup)
+            results["forward"], compile_s = bench_forward(ours, port, args.size, precisions, args.iters, args.warmup,
+                                                          compile=args.compile)
             print_table(f"(a) forward {args.arch} at {results['size']}, batch 1", results["forward"])
+            if compile_s:
+                results["compile_s"] = compile_s
+                print("  compilation (first call, untimed): " + ", ".join(f"{k} {v:.0f} s" for k, v in compile_s.items()))
         if "estimator" in parts:
             results["estimator"] = bench_estimator(ours, port, args.frame, precisions, args.iters, args.warmup)
             print_table(f"(b) estimator on a {results['frame']} frame (pre + forward + post)", results["estimator"])
         del ours, port
     if "node" in parts:
-        node = bench_node(args.node_arch, args.frame, args.node_frames, warmup=5, rate_s=1.0 / args.node_rate)
-        results["node"] = node
-        print(f"\n(c) node end to end, {args.node_arch}, {results['frame']} rgb8 over DDS "
-              f"(model forward {node['forward']['median_ms']:.1f} ms)")
+        from zoedepth_ros.node import shipped_dds_profile
+
+        profile = None if args.dds_profile == "none" else str(shipped_dds_profile() if args.dds_profile == "shipped"
+                                                               else args.dds_profile)
+        if profile is not None and not Path(profile).is_file():
+            raise SystemExit(f"--dds-profile {profile}: no such file (use shipped, none or an XML file)")
+        node = bench_node(args.node_arch, args.node_img_size, args.frame, args.node_frames, warmup=5,
+                          rate_s=1.0 / args.node_rate, profile=profile)
+        results["node"] = {**node, "dds_profile": profile or "Fast DDS defaults"}
+        print(f"\n(c) node end to end, {args.node_arch} at img_size {'x'.join(map(str, args.node_img_size))}, "
+              f"{results['frame']} rgb8 over DDS "
+              f"(model forward here {node['forward']['median_ms']:.1f} ms; DDS profile: {results['node']['dds_profile']})")
         for key in ("depth", "depth+cloud"):
             r = node[key]
             print(f"  {key:<12} p50 {r.get('p50_ms', float('nan')):7.1f} ms  p95 {r.get('p95_ms', float('nan')):7.1f}"
                   f"  p99 {r.get('p99_ms', float('nan')):7.1f}  overhead p50 {r.get('overhead_p50_ms', float('nan')):6.1f} ms"
                   f"  ({r['frames']} frames, {r['lost']} lost)")
             if "transport_p50_ms" in r:
-                print(f"  {'':<12} the node's own inference (pre + forward + post) {r['node_inference_mean_ms']:.1f} ms mean;"
-                      f" latency p50 minus that: {r['transport_p50_ms']:.1f} ms (decode, outputs, DDS both ways)")
+                print(f"  {'':<12} in the node: forward {r['forward_p50_ms']:.1f} ms, pre + forward + post "
+                      f"{r['node_inference_p50_ms']:.1f} ms (p50); latency minus the latter {r['transport_p50_ms']:.1f} ms "
+                      "(decode, outputs, DDS both ways)")
         o = node["open_loop"]
         print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz, age p50 {o['age_p50_ms']:.1f} ms,"
               f" p99 {o['age_p99_ms']:.1f} ms")

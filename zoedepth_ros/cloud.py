@@ -9,6 +9,7 @@ back-projected in the optical frame: x = (u - cx) z / fx, y = (v - cy) z / fy, z
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +33,10 @@ XYZRGB_FIELDS = XYZ_FIELDS + (CloudField("rgb", 16, FLOAT32),)
 
 @dataclass(frozen=True)
 class CloudData:
-    """A built cloud: its bytes (a snapshot, safe to keep) and the PointCloud2 layout they follow."""
+    """A built cloud: its bytes (a snapshot, safe to keep) and the PointCloud2 layout they follow.
+    The bytes are an array.array('B'), the type of PointCloud2.data (one memcpy into the message)."""
 
-    data: bytes
+    data: array.array
     height: int
     width: int
     point_step: int
@@ -110,7 +112,9 @@ class CloudBuilder:
             colour[..., 18] = sampled[..., 0]
 
         point_step = out.shape[2] * 4
-        return CloudData(out.tobytes(), out.shape[0], out.shape[1], point_step, out.shape[1] * point_step, fields)
+        data = array.array("B")
+        data.frombytes(out.reshape(-1).view(np.uint8))  # the one copy out of the reused buffer
+        return CloudData(data, out.shape[0], out.shape[1], point_step, out.shape[1] * point_step, fields)
 
 
 def to_pointcloud2(cloud: CloudData, header):
@@ -125,7 +129,8 @@ def to_pointcloud2(cloud: CloudData, header):
     ]
     msg.is_bigendian = False
     msg.point_step, msg.row_step = cloud.point_step, cloud.row_step
-    # bytes become the field's array.array with one memcpy; a numpy array would be copied per element.
+    # An array.array('B') is the field's own type: one memcpy (a numpy array would be copied
+    # element by element).
     msg.data = cloud.data
     msg.is_dense = False
     return msg

@@ -151,7 +151,7 @@ def _replay(bag: Path, out: Path, log: Path) -> dict:
 def run_demo(out: Path, frames: int = 12) -> dict:
     """Runs the demo into `out`; returns {"model": ..., "bags": {kind: summary}, "latency": {...}}."""
     from zoedepth_ros.eval.report import atomic_write
-    from zoedepth_ros.node import node_process
+    from zoedepth_ros.node import dds_profile, node_process, shipped_dds_profile
 
     out.mkdir(parents=True, exist_ok=True)
     model, about = choose_model()
@@ -162,7 +162,10 @@ def run_demo(out: Path, frames: int = 12) -> dict:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     params = {"model": model, "device": "auto", "mode": "eval", "flip_tta": True, "min_depth": 0.0,
               "max_depth": 80.0, "points_color": True}
-    with (logs / "depth_node.log").open("w") as log, node_process(NAMESPACE, params, log):
+    # The replay node and this listener are children/participants of this process: all three
+    # move the images through shared memory (config/fastdds_large_images.xml).
+    with (dds_profile(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or shipped_dds_profile()),
+          (logs / "depth_node.log").open("w") as log, node_process(NAMESPACE, params, log)):
         results = _drive(model, about, bags, out, logs)
     atomic_write(out / "demo.json", json.dumps(results, indent=2))
     atomic_write(out / "README.md", _report_index(results))

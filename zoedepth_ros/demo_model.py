@@ -1,19 +1,18 @@
 """Rebuild the demo model (`make demo-model`): the exact commands behind the shipped weights.
 
-    zoedepth-ros synth data/demo/indoor_train  --kind indoor  --frames 256 --size 96x128 --seed 1
-    zoedepth-ros synth data/demo/outdoor_train --kind outdoor --frames 256 --size 96x320 --seed 2
-    zoedepth-ros synth data/demo/indoor_val    --kind indoor  --frames 16  --size 96x128 --seed 101
-    zoedepth-ros synth data/demo/outdoor_val   --kind outdoor --frames 16  --size 96x320 --seed 102
+    zoedepth-ros synth data/demo/indoor_train  --kind indoor  --frames 1024 --size 96x128 --seed 1
+    zoedepth-ros synth data/demo/outdoor_train --kind outdoor --frames 1024 --size 96x320 --seed 2
+    zoedepth-ros synth data/demo/indoor_val    --kind indoor  --frames 16   --size 96x128 --seed 101
+    zoedepth-ros synth data/demo/outdoor_val   --kind outdoor --frames 16   --size 96x320 --seed 102
     zoedepth-ros train --config config/train_demo.yaml
-    zoedepth-ros train --config config/train_demo.yaml --init runs/demo/best.safetensors --out-dir runs/demo2 --set model.arch=null --set schedule.epochs=24 --set optim.lr=1.0e-3 --set val.every_epochs=6.0
-    cp runs/demo2/best.safetensors zoedepth_ros/assets/demo_nk.safetensors
+    cp runs/demo/best.safetensors zoedepth_ros/assets/demo_nk.safetensors
     zoedepth-ros synth data/demo/indoor_test  --kind indoor  --frames 32 --size 96x128 --seed 3001
     zoedepth-ros synth data/demo/outdoor_test --kind outdoor --frames 32 --size 96x320 --seed 3002
     zoedepth-ros evaluate data/demo/indoor_test  --model zoedepth_ros/assets/demo_nk.safetensors --out runs/demo/test_indoor
     zoedepth-ros evaluate data/demo/outdoor_test --model zoedepth_ros/assets/demo_nk.safetensors --out runs/demo/test_outdoor
 
-The second run fine-tunes the first with a new one-cycle schedule (about 12 + 20 minutes on 2
-CPU cores). Held-out seeds (3001, 3002) differ from the training (1, 2), validation (101, 102) and demo
+The training (10 epochs of 2048 frames, 2560 steps of 8) takes about an hour on 2 CPU cores.
+Held-out seeds (3001, 3002) differ from the training (1, 2), validation (101, 102) and demo
 (2001, 2002) seeds.
 """
 

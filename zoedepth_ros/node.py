@@ -23,16 +23,19 @@ image's header unchanged.
 from __future__ import annotations
 
 import argparse
+import array
 import collections
 import contextlib
 import copy
 import math
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, make_dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -105,6 +108,9 @@ PARAMETERS: dict[str, _Param] = {
                         choices=("fp32", "bf16", "fp16"), applies_on="configure"),
     "flip_tta": _Param(False, "Average with the prediction of the mirrored image (twice the compute).",
                        applies_on="configure"),
+    "compile": _Param(False, "Run the model through torch.compile (static shapes: the first frame of a camera "
+                             "size compiles, minutes for the full model on CPU; later frames are faster).",
+                      applies_on="configure"),
     "mode": _Param("infer", "Pre- and post-processing: infer (keep-aspect resize, bicubic upsampling, for "
                             "cameras) or eval (the official evaluation's stretch to the network size and "
                             "bilinear upsampling, to reproduce `zoedepth-ros evaluate --model` with flip_tta).",
@@ -220,6 +226,7 @@ class _Stats:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.domains: collections.Counter[str] = collections.Counter()
         self.inference_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.forward_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.end_to_end_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._last = (time.monotonic(), 0, 0, collections.Counter())
 
@@ -236,10 +243,11 @@ class _Stats:
         with self._lock:
             self.rejected[reason] += 1
 
-    def output(self, inference_s: float, end_to_end_s: float | None, domain: str | None) -> None:
+    def output(self, inference_s: float, forward_s: float, end_to_end_s: float | None, domain: str | None) -> None:
         with self._lock:
             self.outputs += 1
             self.inference_s.append(inference_s)
+            self.forward_s.append(forward_s)
             if end_to_end_s is not None:
                 self.end_to_end_s.append(end_to_end_s)
             if domain is not None:
@@ -262,10 +270,13 @@ class _Stats:
                 "camera_info in": str(self.camera_infos),
             }
             recent = self.rejected - rejected
-            for label, window in (("inference latency", self.inference_s), ("end-to-end latency", self.end_to_end_s)):
+            # inference = pre-processing + forward + post-processing; forward = the model alone.
+            for label, window in (("inference latency", self.inference_s), ("forward latency", self.forward_s),
+                                  ("end-to-end latency", self.end_to_end_s)):
                 samples = np.asarray(window) * 1000.0
                 values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
-                values[f"{label} p95 (ms)"] = f"{np.percentile(samples, 95):.1f}" if samples.size else "n/a"
+                for q in (50, 95):
+                    values[f"{label} p{q} (ms)"] = f"{np.percentile(samples, q):.1f}" if samples.size else "n/a"
             values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
             values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
         return values, recent
@@ -279,8 +290,11 @@ def _image_msg(header, pixels: np.ndarray, encoding: str) -> Image:
     msg.is_bigendian = sys.byteorder == "big"
     pixels = np.ascontiguousarray(pixels)
     msg.step = pixels.strides[0]
-    # bytes become the field's array.array with one memcpy; a numpy array would go element by element.
-    msg.data = pixels.tobytes()
+    # Straight into the field's own type: the setter then copies it with one memcpy (pixels.tobytes()
+    # would add a copy; a numpy array is copied element by element).
+    data = array.array("B")
+    data.frombytes(pixels.reshape(-1).view(np.uint8))
+    msg.data = data
     return msg
 
 
@@ -353,7 +367,7 @@ class DepthNode(LifecycleNode):
         settings = self._settings
         self.get_logger().info(
             f"loading model '{settings.model}' (device {settings.device}, {settings.precision}, "
-            f"flip_tta {settings.flip_tta})"
+            f"flip_tta {settings.flip_tta}, compile {settings.compile})"
         )
         try:
             from zoedepth_ros.model import DepthEstimator, load_model
@@ -361,7 +375,7 @@ class DepthNode(LifecycleNode):
             model = load_model(settings.model, map_location="cpu")
             estimator = DepthEstimator(
                 model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta,
-                mode=settings.mode,
+                mode=settings.mode, compile=settings.compile,
             )
         except Exception as exc:  # a bad checkpoint, device or precision must not kill the node
             self._failure = f"cannot load model '{settings.model}': {exc}"
@@ -613,7 +627,7 @@ class DepthNode(LifecycleNode):
 
         stamp_ns = Time.from_msg(header.stamp).nanoseconds
         end_to_end = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None
-        self._stats.output(inference_s, end_to_end, prediction.domain)
+        self._stats.output(inference_s, self._estimator.last_forward_s, end_to_end, prediction.domain)
 
     def _intrinsics(self, width: int, height: int):
         """(intrinsics of the depth image, camera_info they came from) or (None, None)."""
@@ -694,13 +708,50 @@ class DepthNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
+DDS_PROFILE_NAME = "fastdds_large_images.xml"
+DDS_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"  # what Fast DDS 2.x (ROS 2 Jazzy) reads
+
+
+def shipped_dds_profile() -> Path:
+    """config/fastdds_large_images.xml: in the source tree, or in share/zoedepth_ros after a colcon
+    install (the package then lives in <prefix>/lib/pythonX.Y/site-packages)."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "config" / DDS_PROFILE_NAME]
+    if len(here.parents) > 3:
+        candidates.append(here.parents[3] / "share" / "zoedepth_ros" / "config" / DDS_PROFILE_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{DDS_PROFILE_NAME} not found in {' or '.join(str(p.parent) for p in candidates)}")
+
+
+@contextlib.contextmanager
+def dds_profile(profile: str | os.PathLike | None):
+    """Within the block, Fast DDS participants created by this process and its children (the node
+    of `node_process`) use `profile`; None means Fast DDS defaults. Fast DDS reads the variable
+    when a process creates its first participant: enter before rclpy.init."""
+    saved = os.environ.get(DDS_PROFILE_VARIABLE)
+    if profile is None:
+        os.environ.pop(DDS_PROFILE_VARIABLE, None)
+    else:
+        os.environ[DDS_PROFILE_VARIABLE] = str(profile)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DDS_PROFILE_VARIABLE, None)
+        else:
+            os.environ[DDS_PROFILE_VARIABLE] = saved
+
+
 @contextlib.contextmanager
 def node_process(namespace: str, parameters: dict[str, object], log):
     """`zoedepth-ros node` in its own process under `namespace` (benchmark, demo), stopped on exit.
 
     Its image input is made reliable: between processes on a UDP-only host, best effort loses most
     large frames (keep-last 1 still never builds a backlog). `log` receives its output: a file,
-    as an undrained pipe would block the node.
+    as an undrained pipe would block the node. It inherits this process's environment, so its
+    Fast DDS profile too (`dds_profile`).
     """
     cmd = [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={namespace}",
            "-p", f"qos_overrides.{namespace}/image.subscription.reliability:=reliable"]
@@ -722,6 +773,10 @@ def main(args: list[str] | None = None) -> int:
     # Ctrl-C as a KeyboardInterrupt rather than rclpy's handler, which would invalidate the
     # context before the shutdown transition could release the model.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # The executor thread and the inference worker share the GIL: hand it over within 1 ms
+    # (CPython's default is 5 ms), so a frame that arrives while the other thread runs Python
+    # does not wait for a whole switch interval.
+    sys.setswitchinterval(0.001)
     node = DepthNode()
     try:
         node.autostart()

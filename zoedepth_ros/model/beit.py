@@ -50,7 +50,7 @@ class Attention(nn.Module):
         self._bias_cache: dict[tuple, tuple[torch.Tensor, tuple]] = {}
         self._index_cache: dict[tuple, torch.Tensor] = {}
 
-    def _compute_bias(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    def _compute_bias(self, h: int, w: int, dtype: torch.dtype, cache_index: bool = True) -> torch.Tensor:
         table = self.relative_position_bias_table
         side = 2 * self.window - 1
         sub = table[: side * side].reshape(1, side, side, -1).permute(0, 3, 1, 2)
@@ -58,7 +58,7 @@ class Attention(nn.Module):
         sub = sub.permute(0, 2, 3, 1).reshape((2 * h - 1) * (2 * w - 1), -1)
         resized = torch.cat([sub, table[side * side:]])
         key = (h, w, table.device)
-        index = self._index_cache.get(key)
+        index = self._index_cache.get(key) if cache_index else relative_position_index(h, w, table.device)
         if index is None:
             # Never an inference tensor, even when first built under inference_mode (validation):
             # training indexes the table with it later, and autograd must save it for backward.
@@ -74,6 +74,10 @@ class Attention(nn.Module):
         table = self.relative_position_bias_table
         if torch.is_grad_enabled() and table.requires_grad:
             return self._compute_bias(h, w, dtype)  # training: keep the graph to the table
+        if torch.compiler.is_compiling():
+            # Traced into the graph (a Python cache would break it): with frozen weights inductor
+            # folds the whole bias into a constant, computed once at compile time.
+            return self._compute_bias(h, w, dtype, cache_index=False)
         # The version counter moves on every in-place update (optimizer step, load_state_dict).
         version = (table.data_ptr(), table._version)
         key = (h, w, table.device, dtype)

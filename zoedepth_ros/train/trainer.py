@@ -35,6 +35,7 @@ DEFAULTS: dict = {
     "model": {
         "init": None,  # any load_model source: preset name, official .pt, HF directory, project .safetensors
         "arch": None,  # random initialisation instead: ZoeD_M12_N/K/NK or tiny-N/K/NK
+        "arch_overrides": {},  # with arch: ZoeDepthConfig fields changed from it, e.g. {patch_size: 8}
         "encoder_init": None,  # with arch: copy the BEiT encoder (encoder.*) from this load_model source
         "kitti_max_depth": None,  # passed to load_model (the HF KITTI config keeps the 10 m infer cap)
         "img_size": None,  # [H, W] training and validation size (multiples of 32); default: the model's
@@ -141,11 +142,18 @@ def _coerce(name: str, default, value):
     return value
 
 
+# Mappings whose keys are not settings of ours (ZoeDepthConfig fields, checked when the model is built).
+FREE_FORM = {"model.arch_overrides"}
+
+
 def _merge(base: dict, override, prefix: str = "") -> None:
     if not isinstance(override, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'the configuration'} must be a mapping, not {override!r}")
     for key, value in override.items():
         name = f"{prefix}{key}"
+        if prefix.rstrip(".") in FREE_FORM:
+            base[key] = value
+            continue
         if key not in base:
             raise ConfigError(f"unknown setting {name!r}; known here: {', '.join(sorted(base))}")
         if isinstance(base[key], dict):
@@ -195,6 +203,10 @@ def check_config(cfg: dict) -> None:
         problems.append("set exactly one of model.init (a checkpoint) and model.arch (random initialisation)")
     if model["arch"] is not None and model["arch"] not in ARCHS:
         problems.append(f"model.arch must be one of {', '.join(ARCHS)}, not {model['arch']!r}")
+    if model["arch_overrides"] and model["arch"] is None:
+        problems.append("model.arch_overrides goes with model.arch (a checkpoint carries its own architecture)")
+    if not isinstance(model["arch_overrides"], dict):
+        problems.append(f"model.arch_overrides must be a mapping of ZoeDepthConfig fields, not {model['arch_overrides']!r}")
     if model["encoder_init"] is not None and model["arch"] is None:
         problems.append("model.encoder_init goes with model.arch (model.init already loads every weight)")
     size = model["img_size"]
@@ -262,11 +274,16 @@ def build_model(mcfg: dict):
     """The model to fine-tune (fp32, CPU), from a checkpoint or a fresh architecture."""
     import torch
 
-    from zoedepth_ros.model import PRESETS, ZoeDepth, load_model, tiny_config
+    from zoedepth_ros.model import PRESETS, ZoeDepth, ZoeDepthConfig, load_model, tiny_config
 
     if mcfg["arch"] is not None:
         arch = mcfg["arch"]
-        model = ZoeDepth(tiny_config(arch.split("-", 1)[1]) if arch.startswith("tiny-") else PRESETS[arch])
+        base = tiny_config(arch.split("-", 1)[1]) if arch.startswith("tiny-") else PRESETS[arch]
+        try:
+            config = ZoeDepthConfig.from_dict({**base.to_dict(), **mcfg["arch_overrides"]})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.arch_overrides: {exc}") from None
+        model = ZoeDepth(config)
         if mcfg["encoder_init"] is not None:
             source = load_model(mcfg["encoder_init"]).state_dict()
             ours = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
