@@ -427,3 +427,31 @@ def test_launch_file_builds_its_description():
     description = module.generate_launch_description()
     names = {action.name for action in description.entities if hasattr(action, "default_value")}
     assert {"camera", "image", "camera_info", "model", "device", "params_file", "rviz"} <= names
+
+
+_FRESH_ALLOCATION = """
+import ctypes, sys
+from zoedepth_ros.node import keep_freed_buffers
+libc = ctypes.CDLL(None)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_buffers()
+before = libc.mallinfo2().hblkhd
+block = bytearray(5 << 20)  # a 640x480 cloud's size
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator")
+def test_node_keeps_large_freed_blocks_in_the_heap():
+    """A fresh process maps a 5 MB block straight from the kernel (and would unmap it on free);
+    after keep_freed_buffers it comes from the heap, where the next frame finds it again."""
+    def mapped_bytes(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FRESH_ALLOCATION, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert mapped_bytes("default") >= 5 << 20
+    assert mapped_bytes("keep") == 0

@@ -27,8 +27,10 @@ import array
 import collections
 import contextlib
 import copy
+import ctypes
 import math
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -768,6 +770,22 @@ def node_process(namespace: str, parameters: dict[str, object], log):
             proc.kill()
 
 
+def keep_freed_buffers() -> bool:
+    """Let glibc keep freed multi-megabyte blocks in the heap for the next frame; True if applied.
+
+    Each frame allocates and frees several buffers of 1-5 MB (rclpy's C copy of every output,
+    Fast DDS's serialized payloads). glibc hands blocks that large straight back to the kernel, and
+    the next frame page-faults the same memory in again: ~8 ms per 640x480 cloud on a 2-core CPU
+    (docs/benchmarks.md). Blocks up to 32 MB (glibc's ceiling for this setting) now come from the
+    heap, which keeps up to 256 MB of free space instead of trimming it. Other C libraries: no-op.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C; `args` is a full argv (program name first), sys.argv when None."""
     # Ctrl-C as a KeyboardInterrupt rather than rclpy's handler, which would invalidate the
@@ -777,6 +795,7 @@ def main(args: list[str] | None = None) -> int:
     # (CPython's default is 5 ms), so a frame that arrives while the other thread runs Python
     # does not wait for a whole switch interval.
     sys.setswitchinterval(0.001)
+    keep_freed_buffers()
     node = DepthNode()
     try:
         node.autostart()
