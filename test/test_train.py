@@ -263,6 +263,14 @@ def test_build_model_from_checkpoint_or_fresh_with_encoder(tmp_path):
     assert not torch.equal(fresh.state_dict()[decoder], reference.state_dict()[decoder])
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")), ids=lambda p: p.name)
+def test_shipped_training_configs_are_valid(path):
+    """Every recipe in config/ passes the same checks `zoedepth-ros train` runs before training."""
+    cfg = load_config(path)
+    assert (cfg["model"]["init"] is None) != (cfg["model"]["arch"] is None)
+    assert cfg["data"]["train"], f"{path.name} trains on nothing"
+
+
 def test_arch_overrides_change_the_fresh_architecture():
     from zoedepth_ros.train.trainer import build_model
 
