@@ -42,6 +42,12 @@ def test_frame_range_spans_the_table(fixed):
     np.testing.assert_array_equal(rgb[-1, -1], TURBO_RGB[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_strided_input(dtype):
+    depth = np.linspace(1.0, 9.0, 96, dtype=dtype).reshape(8, 12)
+    np.testing.assert_array_equal(colorize(depth[:, ::2]), colorize(np.ascontiguousarray(depth[:, ::2], np.float32)))
+
+
 def test_all_invalid_and_bad_shapes():
     assert not colorize(np.full((4, 4), np.nan, np.float32)).any()
     with pytest.raises(ValueError, match="HxW"):
