@@ -52,3 +52,31 @@ def test_ply_and_cloud_round_trip(tmp_path):
     points = np.frombuffer(body, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
     np.testing.assert_allclose(points["xyz"][:, 2], [1.0, 2.0, 3.0])
     assert points["rgb"].tolist() == [[255, 0, 0], [0, 0, 255], [10, 20, 30]]
+
+
+def test_demo_model_recipe_is_consistent():
+    """`make demo-model`'s steps parse as zoedepth-ros commands, each training stage starts from
+    what the previous one wrote, and the shipped file is what the last stage kept."""
+    import shlex
+    from pathlib import Path
+
+    from zoedepth_ros import demo_model
+    from zoedepth_ros.cli import build_parser
+    from zoedepth_ros.train.trainer import load_config
+
+    repo = Path(demo_model.REPO)
+    parser = build_parser(["synth", "train", "evaluate"])
+    written = set()
+    for step in demo_model.STEPS:
+        argv = shlex.split(step)
+        if argv[0] == "cp":
+            assert argv[1] in written, f"{step}: nothing earlier writes {argv[1]}"
+            assert argv[2] == "zoedepth_ros/assets/demo_nk.safetensors"
+            continue
+        args = parser.parse_args(argv[1:])
+        if args.command == "train":
+            cfg = load_config(repo / args.config)
+            if cfg["model"]["init"] is not None:
+                assert cfg["model"]["init"] in written, f"{step} starts from a file no earlier step writes"
+            written.add(f"{cfg['out_dir']}/best.safetensors")
+    assert any(shlex.split(s)[0] == "cp" for s in demo_model.STEPS)
