@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -14,7 +15,34 @@ from zoedepth_ros.model import load_model
 SIZES = [(384, 512), (384, 672)]
 
 
-def _compare(hf_model, ours, size, seed=0, batch=1):
+@dataclass
+class Parity:
+    """Ours against the port on one input. Random-weight bins heads are ill-conditioned (softmax
+    temperatures down to 0.02 over logits in the thousands), so float32 rounding alone moves some
+    pixels by up to ~1e-2 in either implementation, and any reordering of the arithmetic shows
+    there. Hence two questions: is it the same function (float64, where rounding vanishes), and is
+    our float32 as accurate as the port's float32 (both against the float64 port)?"""
+
+    same_function: float  # max relative difference, both in float64
+    our_error: torch.Tensor  # per-pixel relative error of our float32 against the float64 port
+    port_error: torch.Tensor  # the same for the port's float32
+    agreement: float  # median relative difference of the two float32 maps
+    ref: object
+    out: object
+
+    def check(self) -> None:
+        assert self.same_function < 1e-5, f"not the same function: {self.same_function}"
+        assert self.agreement < 1e-5, self.agreement
+        for name, reduce in (("max", torch.max), ("p99.9", lambda t: torch.quantile(t.flatten(), 0.999))):
+            ours, port = reduce(self.our_error).item(), reduce(self.port_error).item()
+            assert ours <= 2 * port + 1e-6, f"float32 error {name}: ours {ours}, port {port}"
+
+
+def _relative(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    return ((got.double() - expected.double()).abs() / expected.double().abs())
+
+
+def _compare(hf_model, ours, size, seed=0, batch=1) -> Parity:
     x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         ref = hf_model(pixel_values=x)
@@ -23,8 +51,18 @@ def _compare(hf_model, ours, size, seed=0, batch=1):
     got = out.metric_depth[:, 0]
     # The comparison only means something if the map varies across pixels.
     assert (expected.std() / expected.mean()).item() > 0.01
-    rel = ((got - expected).abs() / expected.abs()).max().item()
-    return rel, ref, out
+    hf64, ours64 = copy.deepcopy(hf_model).double(), copy.deepcopy(ours).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the port makes its log-binomial constants at this dtype
+    try:
+        with torch.no_grad():
+            expected64 = hf64(pixel_values=x.double()).predicted_depth
+            got64 = ours64(x.double()).metric_depth[:, 0]
+    finally:
+        torch.set_default_dtype(default)
+    del hf64, ours64
+    return Parity(_relative(got64, expected64).max().item(), _relative(got, expected64), _relative(expected, expected64),
+                  _relative(got, expected).median().item(), ref, out)
 
 
 @pytest.fixture(scope="module", params=["N", "K", "NK"])
@@ -40,10 +78,10 @@ def hf_pair(request, tmp_path_factory):
 def test_hf_directory_parity(hf_pair, size):
     kind, hf_model, path = hf_pair
     ours = load_model(path)
-    rel, ref, out = _compare(hf_model, ours, size)
-    assert rel < 1e-4, f"{kind} at {size}: max relative difference {rel}"
+    parity = _compare(hf_model, ours, size)
+    parity.check()
     if kind == "NK":
-        torch.testing.assert_close(out.domain_logits, ref.domain_logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(parity.out.domain_logits, parity.ref.domain_logits, rtol=1e-4, atol=1e-5)
 
 
 def test_saved_files_use_v4_names_and_v5_names_load_too(hf_pair, tmp_path):
@@ -58,8 +96,7 @@ def test_saved_files_use_v4_names_and_v5_names_load_too(hf_pair, tmp_path):
     state = {k: v.contiguous() for k, v in hf_model.state_dict().items()}
     assert any(k.startswith("backbone.beit.layers.0.attention.q_proj") for k in state)
     torch.save(state, v5 / "pytorch_model.bin")
-    rel, _, _ = _compare(hf_model, load_model(v5), SIZES[0])
-    assert rel < 1e-4
+    _compare(hf_model, load_model(v5), SIZES[0]).check()
 
 
 def test_official_release_layout(hf_pair, tmp_path):
@@ -82,8 +119,7 @@ def test_official_release_layout(hf_pair, tmp_path):
         if isinstance(module, torch.nn.LayerNorm):
             module.eps = 1e-6
     for size in SIZES:
-        rel, _, _ = _compare(official_port, ours, size)
-        assert rel < 1e-4, f"{kind} {size}: {rel}"
+        _compare(official_port, ours, size).check()
 
 
 def test_nk_both_routes_match_the_port(tmp_path):
@@ -95,9 +131,9 @@ def test_nk_both_routes_match_the_port(tmp_path):
             bias.copy_(torch.tensor([50.0, -50.0]) if route == 0 else torch.tensor([-50.0, 50.0]))
         path = tmp_path / f"route{route}"
         hf_model.save_pretrained(path)
-        rel, ref, out = _compare(hf_model, load_model(path), SIZES[0])
-        assert out.domain.tolist() == [route]
-        assert rel < 1e-4
+        parity = _compare(hf_model, load_model(path), SIZES[0])
+        assert parity.out.domain.tolist() == [route]
+        parity.check()
 
 
 @pytest.mark.slow
@@ -107,5 +143,4 @@ def test_full_size_nk_parity(tmp_path):
     hf_model.save_pretrained(tmp_path)
     ours = load_model(tmp_path)
     assert sum(p.numel() for p in ours.parameters()) == pytest.approx(345.07e6, rel=1e-3)
-    rel, _, _ = _compare(hf_model, ours, (384, 512))
-    assert rel < 1e-4
+    _compare(hf_model, ours, (384, 512)).check()

@@ -47,8 +47,15 @@ def test_silog_masked_unbiased_matches_formula():
     pred = gt * rng.uniform(0.7, 1.4, gt.shape)
     valid = rng.random(gt.shape) > 0.3
     gt_holes = np.where(valid, gt, 0.0)  # invalid pixels hold 0 and are masked out
-    loss = silog_loss(torch.from_numpy(pred), torch.from_numpy(gt_holes), torch.from_numpy(valid))
+    pred_t = torch.from_numpy(np.where(valid, pred, 1e30)).requires_grad_()  # masked pixels may hold anything
+    loss = silog_loss(pred_t, torch.from_numpy(gt_holes), torch.from_numpy(valid))
     assert loss.item() == pytest.approx(_silog_reference(pred[valid], gt[valid]), rel=1e-6)  # the loss runs in float32
+    loss.backward()
+    assert (pred_t.grad[~torch.from_numpy(valid)] == 0).all() and (pred_t.grad[torch.from_numpy(valid)] != 0).all()
+    # Fewer than two valid pixels: no variance, NaN (the official loss, and the trainer skips the step).
+    one = torch.zeros_like(torch.from_numpy(valid))
+    one[0, 0, 0, 0] = True
+    assert torch.isnan(silog_loss(torch.from_numpy(pred), torch.from_numpy(gt_holes), one))
 
 
 def test_silog_upsamples_bilinear_align_corners():

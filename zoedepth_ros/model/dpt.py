@@ -33,8 +33,11 @@ class Reassemble(nn.Module):
     def forward(self, taps: list[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
         maps = []
         for tokens, readout, project, resize in zip(taps, self.readout, self.project, self.resize):
-            patches = tokens[:, 1:]
-            x = F.gelu(readout(torch.cat((patches, tokens[:, :1].expand_as(patches)), dim=-1)))
+            patches, cls = tokens[:, 1:], tokens[:, :1]
+            # readout(cat(patch, cls)), split: the cls half is one row per image, so the big matmul
+            # halves and the concatenated copy goes.
+            dim = patches.shape[-1]
+            x = F.gelu(F.linear(patches, readout.weight[:, :dim]) + F.linear(cls, readout.weight[:, dim:], readout.bias))
             x = x.transpose(1, 2).unflatten(2, grid)
             maps.append(resize(project(x)))
         return maps
@@ -62,8 +65,9 @@ class FusionBlock(nn.Module):
         if skip is not None:
             x = x + self.res1(skip)
         x = self.res2(x)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+        # MiDaS resamples, then applies out_conv; a 1x1 conv commutes with bilinear resampling
+        # (weights summing to one), and before it runs on a quarter of the pixels.
+        return F.interpolate(self.out_conv(x), size=size, mode="bilinear", align_corners=True)
 
 
 class DPTDecoder(nn.Module):

@@ -99,7 +99,13 @@ class ConditionalLogBinomial(nn.Module):
         self.register_buffer("k", k, persistent=False)
 
     def forward(self, main: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        pt = self.mlp(torch.cat((main, condition), dim=1)) + _P_EPS
+        """`condition` at its own, coarser size: the official head upsamples it to `main` and
+        concatenates. The first 1x1 conv is split instead and the condition's part upsampled after
+        it (a 1x1 conv commutes with bilinear resampling): fewer channels to resample, no copy."""
+        first, width = self.mlp[0], main.shape[1]
+        hidden = F.conv2d(main, first.weight[:, :width], first.bias)
+        hidden = hidden + _resize(F.conv2d(condition, first.weight[:, width:]), main.shape[-2:])
+        pt = self.mlp[1:](hidden) + _P_EPS
         p = (pt[:, 0] / (pt[:, 0] + pt[:, 1])).unsqueeze(1)
         t = (pt[:, 2] / (pt[:, 2] + pt[:, 3])).unsqueeze(1)
         t = (self.max_temp - self.min_temp) * t + self.min_temp
@@ -229,8 +235,7 @@ class MetricHead(nn.Module):
         for attractor, embedding in zip(head.attractors, embeddings):
             bins, centers = attractor(embedding, bins, prev_embedding)
             prev_embedding = embedding
-        condition = _resize(prev_embedding, last.shape[-2:])
-        probs = head.conditional_log_binomial(last, condition)
+        probs = head.conditional_log_binomial(last, prev_embedding)
         centers = _resize(centers, probs.shape[-2:])
         # The weighted sum over bins stays fp32: bf16 loses centimetres at tens of metres.
         depth = torch.sum(probs.float() * centers.float(), dim=1, keepdim=True)

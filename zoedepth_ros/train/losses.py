@@ -28,8 +28,13 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         pred = pred.float()
         if pred.shape[-2:] != target.shape[-2:]:
             pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=True)
-        g = torch.log(pred[mask] + eps) - torch.log(target.float()[mask] + eps)
-        return 10.0 * torch.sqrt(torch.var(g) + beta * torch.mean(g) ** 2)
+        # Masked sums, not pred[mask]: boolean indexing costs a host sync and a scatter in backward
+        # (15 % of a demo-model step). Invalid pixels get g = 0 and no gradient.
+        g = torch.where(mask, torch.log(pred + eps) - torch.log(target.float() + eps), 0.0)
+        n = mask.sum()
+        mean = g.sum() / n
+        var = torch.where(mask, g - mean, 0.0).square().sum() / (n - 1)
+        return 10.0 * torch.sqrt(var + beta * mean ** 2)
 
 
 def domain_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
