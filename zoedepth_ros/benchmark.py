@@ -1,6 +1,6 @@
 """`zoedepth-ros benchmark`: our engine side by side with the transformers port, same weights.
 
-Parts (interleaved iterations, medians after warm-up, ratios against the reference):
+Parts (interleaved iterations in alternating order, medians after warm-up, ratios against the reference):
 - forward:   the model forward at the network size (ours vs the port, fp32 and bf16 autocast;
              with --compile also ours under torch.compile, its compile time reported apart);
 - estimator: a camera frame through pre-processing, forward (with and without flip TTA) and
@@ -98,10 +98,12 @@ def build_models(arch: str, reference: bool, seed: int = 0):
 
 
 def interleaved(candidates: dict, iters: int, warmup: int) -> dict[str, list[float]]:
-    """Run each candidate once per round, round after round, so drifting load hits all alike."""
+    """Run each candidate once per round, round after round, so drifting load hits all alike; the
+    order reverses every round, so that no candidate always runs first (warm caches, allocator)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for round_ in range(warmup + iters):
-        for name, fn in candidates.items():
+        order = list(candidates.items())
+        for name, fn in order if round_ % 2 == 0 else order[::-1]:
             started = time.perf_counter()
             fn()
             if round_ >= warmup:
