@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from zoedepth_ros.benchmark import build_models
+from zoedepth_ros.benchmark import build_models, interleaved
 from zoedepth_ros.cli import main
 
 
@@ -61,3 +61,10 @@ def test_dds_profile_must_exist(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="no such file"):
         main(["benchmark", "--parts", "node", "--dds-profile", str(tmp_path / "missing.xml")])
+
+
+def test_rounds_alternate_the_order():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert {name: len(samples) for name, samples in times.items()} == {"a": 3, "b": 3}  # warm-up untimed
