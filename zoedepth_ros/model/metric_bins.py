@@ -73,12 +73,12 @@ class AttractorLayer(nn.Module):
             a = F.softplus(a)
         bins = _resize(prev_bins, a.shape[-2:])
         # One attractor at a time: the (B, attractors, bins, H, W) difference tensor of a single
-        # broadcast is 200 MB at 192x256 for NK and dominated the head's time.
-        # Three passes per attractor (difference, denominator, accumulate) instead of six.
+        # broadcast is 200 MB at 192x256 for NK and dominated the head's time. Three passes per
+        # attractor (difference, denominator, in-place accumulation) instead of six.
         shift, one = torch.zeros_like(bins), bins.new_ones(())
         for i in range(a.shape[1]):
             dx = a[:, i:i + 1] - bins
-            shift = shift.addcdiv_(dx, torch.addcmul(one, dx, dx, value=_ATTRACTOR_ALPHA))
+            shift.addcdiv_(dx, torch.addcmul(one, dx, dx, value=_ATTRACTOR_ALPHA))
         bins = bins + (shift / a.shape[1] if self.mean else shift)
         if not self.normed:
             return bins, bins
