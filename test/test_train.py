@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from zoedepth_ros.cli import main as cli_main
+from zoedepth_ros.model.config import tiny_config
+from zoedepth_ros.model.metric_bins import AttractorLayer, ConditionalLogBinomial
 from zoedepth_ros.train.data import Augment, BatchPlan
 from zoedepth_ros.train.losses import domain_loss, silog_loss, training_loss
 from zoedepth_ros.train.trainer import ConfigError, load_config, param_groups
@@ -69,6 +71,22 @@ def test_silog_upsamples_bilinear_align_corners():
     gt = rng.uniform(0.5, 5.0, (H, W))
     loss = silog_loss(coarse, torch.from_numpy(gt)[None, None], torch.ones(1, 1, H, W, dtype=torch.bool))
     assert loss.item() == pytest.approx(_silog_reference(upsampled, gt), rel=1e-6)  # the loss runs in float32
+
+
+@pytest.mark.parametrize("kind", ["N", "K"])  # softplus and normed bins
+def test_bins_head_gradients_are_exact(kind):
+    """The bins head computes in place and splits its first conv for speed; training needs the
+    analytic gradients of the plain formulas (float64 finite differences)."""
+    cfg = tiny_config(kind)
+    gen = torch.Generator().manual_seed(0)
+    attractor = AttractorLayer(cfg, cfg.heads[0], 4).double()
+    embedding = torch.randn(1, cfg.bin_embedding_dim, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    prev_embedding = torch.randn(1, cfg.bin_embedding_dim, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    bins = torch.rand(1, 16, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e, b, p: attractor(e, b, p)[1], (embedding, bins, prev_embedding), fast_mode=True)
+    log_binomial = ConditionalLogBinomial(cfg, cfg.relative_features + 1, 16).double()
+    main = torch.randn(1, cfg.relative_features + 1, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(log_binomial, (main, prev_embedding), fast_mode=True)
 
 
 def test_domain_loss_and_total_closed_form():
