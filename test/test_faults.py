@@ -17,27 +17,13 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ros_helpers import (
-    P_CX, P_CY, P_FX, P_FY, REPO, Harness, one_torch_thread, ros_context, save_tiny_checkpoint, send_frame,
-    wait_until,
-)
+from ros_helpers import P_CX, P_CY, P_FX, P_FY, REPO, Harness, send_frame, wait_until
 from zoedepth_ros.cloud import CloudBuilder
 from zoedepth_ros.model import CheckpointError, DepthEstimator, load_model, save_checkpoint, ZoeDepth, tiny_config
 
 DEPTH = {"depth/image": Image}
 WITH_CLOUD = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2}
 DIAGNOSTICS = {"/diagnostics": DiagnosticArray}
-
-
-@pytest.fixture(scope="module")
-def context():
-    with ros_context() as ctx, one_torch_thread():
-        yield ctx
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

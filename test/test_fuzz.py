@@ -36,8 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from image_samples import block_image
 from ros_helpers import (
-    Harness, camera_info, image_array, image_message, one_torch_thread, reliable_inputs, ros_context, rss_bytes,
-    save_tiny_checkpoint, stamp_key, wait_until,
+    Harness, camera_info, image_array, image_message, reliable_inputs, rss_bytes, stamp_key, wait_until,
 )
 from zoedepth_ros.camera_info import intrinsics_from_camera_info
 from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
@@ -54,17 +53,6 @@ QUEUE = 100  # subscription and publisher depth; batches stay below it
 VALID_RAW = [("rgb8", 0), ("bgr8", 5), ("mono16", 2), ("bayer_grbg8", 0), ("yuyv", 0)]
 UNKNOWN_ENCODINGS = ["", "RGB8", "nv12", "rgb8 ", "jpeg", "x" * 300, "bayer_rggb32", "ëncoding", "rgb8\n"]
 GENERIC_ENCODINGS = ["32FC1", "16UC1", "8UC3", "64FC1", "8SC4"]
-
-
-@pytest.fixture(scope="module")
-def context():
-    with ros_context() as ctx, one_torch_thread():
-        yield ctx
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @dataclass

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -27,11 +26,11 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from image_samples import block_image
 from ros_helpers import (
-    P_CX, P_CY, P_FX, P_FY, REPO, CameraProcess, Collector, Spinner, image_message, stamp_key, wait_until,
+    P_CX, P_CY, P_FX, P_FY, REPO, Harness, image_message, save_tiny_checkpoint, stamp_key, wait_until,
 )
 from zoedepth_ros.image_codec import SUPPORTED_ENCODINGS, decode_compressed_msg, decode_image_msg
-from zoedepth_ros.model import DepthEstimator, ZoeDepth, save_checkpoint, tiny_config
-from zoedepth_ros.node import PARAMETERS, DepthNode, validate
+from zoedepth_ros.model import DepthEstimator
+from zoedepth_ros.node import PARAMETERS, validate
 
 W, H = 40, 30  # not multiples of 4: decimated clouds round up
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2, "depth/colormap": Image}
@@ -41,66 +40,16 @@ MIN_DEPTH, MAX_DEPTH = 0.5, 50.0
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    # A small network input keeps a CPU forward pass around a tenth of a second.
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    return str(save_checkpoint(ZoeDepth(tiny_config("NK", img_size=(64, 64))).eval(), path))
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
-class Harness:
-    """One test's ROS world: its own namespace, and the nodes it creates, destroyed at teardown."""
-
-    def __init__(self, context, namespace: str, checkpoint: str) -> None:
-        self.context, self.namespace, self.checkpoint = context, namespace, checkpoint
-        self.nodes: list = []
-
-    def _add(self, node):
-        self.nodes.append(node)
-        return node
-
-    def depth_node(self, **params) -> DepthNode:
-        params = {"model": self.checkpoint, "device": "cpu", "min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH, **params}
-        return self._add(DepthNode(
-            namespace=self.namespace, context=self.context,
-            parameter_overrides=[Parameter(name, value=value) for name, value in params.items()],
-        ))
-
-    def collector(self, topics: dict[str, type]) -> Collector:
-        return self._add(Collector(self.namespace, topics, self.context))
-
-    def client(self, name: str):
-        return self._add(rclpy.create_node(name, namespace=self.namespace, context=self.context))
-
-    def spin(self) -> Spinner:
-        """Spin every node created so far in the background (a `with` block)."""
-        return Spinner(self.context, *self.nodes)
-
-    def camera(self) -> CameraProcess:
-        return CameraProcess(self.namespace, W, H)
-
-    def diagnostics(self, collector) -> list:
-        """The depth node's statuses on /diagnostics, oldest first (other tests' nodes left out)."""
-        return [status for array in collector.messages("/diagnostics") for status in array.status
-                if status.name.startswith(f"{self.namespace}/zoedepth")]
-
-    def latest_diagnostics(self, collector) -> dict[str, str]:
-        statuses = self.diagnostics(collector)
-        return {v.key: v.value for v in statuses[-1].values} if statuses else {}
+    # Both heads and the router; a 64x64 network input keeps a CPU forward pass around a tenth of a second.
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"), img_size=(64, 64), kind="NK")
 
 
 @pytest.fixture
 def ros(context, checkpoint, request):
-    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name.split('[')[0][len('test_'):]}", checkpoint)
+    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name.split('[')[0][len('test_'):]}", checkpoint,
+                      size=(W, H), min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
     yield harness
-    for node in reversed(harness.nodes):
-        node.destroy_node()
+    harness.close()
 
 
 class RampedEstimator(DepthEstimator):

@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ros_helpers import REPO, Spinner
+from ros_helpers import REPO, Spinner, save_tiny_checkpoint
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
@@ -44,22 +44,8 @@ REPLAY_PARAMS = {"device": "cpu", "mode": "eval", "flip_tta": True, "min_depth":
 def checkpoint(tmp_path_factory):
     import torch
 
-    from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
-
     torch.manual_seed(0)
-    # One torch thread: on shared, loaded cores a second one spins and slows a tiny model down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield str(save_checkpoint(ZoeDepth(tiny_config("NK", img_size=SIZE)).eval(), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"), img_size=SIZE, kind="NK")
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_helpers import (
-    Harness, native_threads, one_torch_thread, reliable_inputs, ros_context, rss_bytes, save_tiny_checkpoint,
-    send_frame, wait_until,
+    Harness, native_threads, reliable_inputs, rss_bytes, send_frame, wait_until,
 )
 
 FRAMES = int(os.environ.get("ZOEDEPTH_SOAK_FRAMES", "5000"))
@@ -34,17 +33,6 @@ WINDOW = max(FRAMES // 10, 50)  # frames whose median latency is compared, after
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2,
            "depth/colormap": Image}
 SUCCESS = TransitionCallbackReturn.SUCCESS
-
-
-@pytest.fixture(scope="module")
-def context():
-    with ros_context() as ctx, one_torch_thread():
-        yield ctx
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
