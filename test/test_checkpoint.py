@@ -184,3 +184,25 @@ def test_weights_convert_command(tiny_nk, tmp_path, capsys):
     _same_output(tiny_nk, load_model(tmp_path / "out.safetensors"))
     assert cli_main(["weights", "convert", str(tmp_path / "missing.pt"), str(tmp_path / "x.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_weights_convert_to_half_storage(tiny_nk, tmp_path, dtype, torch_dtype):
+    """Half-precision storage: every float tensor is stored rounded to that type, the file is about
+    half the float32 one, and loading gives back a float32 model with exactly the rounded weights."""
+    from safetensors import safe_open
+
+    full = save_checkpoint(tiny_nk, tmp_path / "full.safetensors")
+    half = tmp_path / f"{dtype}.safetensors"
+    assert cli_main(["weights", "convert", str(full), str(half), "--dtype", dtype]) == 0
+    with safe_open(str(half), "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    expected = tiny_nk.state_dict()
+    assert stored.keys() == expected.keys()
+    for k, v in expected.items():
+        assert stored[k].dtype == (torch_dtype if v.is_floating_point() else v.dtype), k
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    loaded = load_model(half)
+    for k, v in loaded.state_dict().items():
+        assert v.dtype == expected[k].dtype
+        assert torch.equal(v, expected[k].to(torch_dtype).to(v.dtype)), k

@@ -413,8 +413,13 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     return model.to(map_location)
 
 
-def save_checkpoint(model: ZoeDepth, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write the project format: one safetensors file with the config in its metadata (atomic)."""
+def save_checkpoint(model: ZoeDepth, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the project format: one safetensors file with the config in its metadata (atomic).
+
+    `dtype` stores the floating-point tensors in that type (float16 halves the file); loading
+    always builds a float32 model, so it changes the weights by their rounding and nothing else.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -422,7 +427,8 @@ def save_checkpoint(model: ZoeDepth, path: str | os.PathLike, extra_metadata: di
         raise ValueError(f"project checkpoints end in .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: model.config.to_json(), **(extra_metadata or {})}
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         save_file(state, str(tmp), metadata=meta)

@@ -117,6 +117,9 @@ def add_parser(subparsers, name: str) -> None:
     c.add_argument("source", help="official .pt, Hugging Face directory, project file or preset name")
     c.add_argument("output", type=Path, help="output .safetensors path")
     c.add_argument("--kitti-max-depth", type=float, help="override the KITTI head's maximum depth (metres)")
+    c.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="store the weights in this type: fp16 or bf16 halve the file (loading gives a float32 "
+                        "model either way; default fp32)")
     c.set_defaults(func=_cmd_convert)
     ls = sub.add_parser("list", help="show the cache directory and the presets found in it")
     ls.set_defaults(func=_cmd_list)
@@ -130,11 +133,13 @@ def _cmd_fetch(args) -> int:
 
 def _cmd_convert(args) -> int:
     from .checkpoint import load_model, save_checkpoint
+    from .estimator import PRECISIONS
 
     model = load_model(args.source, kitti_max_depth=args.kitti_max_depth)
-    out = save_checkpoint(model, args.output, {"zoedepth_ros.converted_from": str(args.source)})
+    out = save_checkpoint(model, args.output, {"zoedepth_ros.converted_from": str(args.source)},
+                          dtype=PRECISIONS[args.dtype])
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: heads {', '.join(model.config.head_names)}, {n / 1e6:.1f} M parameters")
+    print(f"wrote {out}: heads {', '.join(model.config.head_names)}, {n / 1e6:.1f} M parameters stored as {args.dtype}")
     return 0
 
 
