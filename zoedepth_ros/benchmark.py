@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoedepth_ros.argtypes import hw_size
+
 PARTS = ("forward", "estimator", "node")
 
 
@@ -452,11 +454,11 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--parts", default="forward,estimator,node", help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--arch", default="ZoeD_M12_NK", help="preset (ZoeD_M12_NK, ...) or tiny-NK/tiny-N/tiny-K")
     p.add_argument("--node-arch", default="tiny-NK", help="model of the node part (small, so overhead shows)")
-    p.add_argument("--node-img-size", type=_size, default=(96, 128),
+    p.add_argument("--node-img-size", type=hw_size, default=(96, 128),
                    help="img_size of the node part's model (multiples of 32): small, so that the forward "
                         "neither dominates the latency nor competes with the node's other work (default 96x128)")
-    p.add_argument("--size", type=_size, default=(384, 512), help="network input HxW for the forward part (multiples of 32)")
-    p.add_argument("--frame", type=_size, default=(480, 640), help="camera frame HxW for the estimator and node parts")
+    p.add_argument("--size", type=hw_size, default=(384, 512), help="network input HxW for the forward part (multiples of 32)")
+    p.add_argument("--frame", type=hw_size, default=(480, 640), help="camera frame HxW for the estimator and node parts")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
     p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
@@ -471,17 +473,6 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
-
-
-def _size(text: str) -> tuple[int, int]:
-    """argparse type for HxW sizes."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 384x512, not {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, not {text!r}")
-    return h, w
 
 
 def run(args) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoedepth_ros.argtypes import positive_int
 from zoedepth_ros.errors import ZoeDepthError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -215,18 +216,11 @@ def _report_index(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="run the end-to-end demo (node + replay over DDS + report)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_report"), help="report folder (default demo_report)")
-    p.add_argument("--frames", type=_positive_int, default=12, help="frames per synthetic bag (default 12)")
+    p.add_argument("--frames", type=positive_int, default=12, help="frames per synthetic bag (default 12)")
     p.set_defaults(func=run)
 
 

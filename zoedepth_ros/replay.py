@@ -34,6 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from zoedepth_ros.argtypes import positive_float
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.data.bag import BagFrame, FrameReader, read_frames, read_metadata
 from zoedepth_ros.data.convert_kitti import kb_crop_projection
@@ -237,13 +238,6 @@ def wait_for_depth_node(node: ReplayNode, executor, wait_s: float) -> None:
 # --- command line ----------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", type=Path, metavar="BAG", help="evaluation bag (sqlite3 or mcap)")
     p.add_argument("--out", type=Path, required=True, help="directory for summary.json, per_frame.csv, report.md and plots")
@@ -251,10 +245,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-mode", choices=RATE_MODES,
                    help="lockstep: next frame when the previous one's depth is back (or lost); recorded: at the "
                         "bag's stamps; fixed: at --rate (default: fixed with --rate, else lockstep)")
-    p.add_argument("--rate", type=_positive_float, metavar="HZ", help="frames per second (fixed rate mode)")
-    p.add_argument("--timeout", type=_positive_float, default=ReplaySettings.timeout_s, metavar="S",
+    p.add_argument("--rate", type=positive_float, metavar="HZ", help="frames per second (fixed rate mode)")
+    p.add_argument("--timeout", type=positive_float, default=ReplaySettings.timeout_s, metavar="S",
                    help=f"a frame whose depth takes longer is lost (default {ReplaySettings.timeout_s:g})")
-    p.add_argument("--wait", type=_positive_float, default=ReplaySettings.wait_s, metavar="S",
+    p.add_argument("--wait", type=positive_float, default=ReplaySettings.wait_s, metavar="S",
                    help=f"wait this long for the depth node to appear (default {ReplaySettings.wait_s:g})")
     p.add_argument("--image-topic", default="image", metavar="TOPIC", help="where to publish the images (default image)")
     p.add_argument("--camera-info-topic", default="camera_info", metavar="TOPIC", help="where to publish camera info (default camera_info)")

@@ -24,6 +24,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from zoedepth_ros.argtypes import hw_size, positive_int
 from zoedepth_ros.data.bag import BagFrame, BagWriter, GtEncoding, ImageFormat, Storage
 from zoedepth_ros.eval.protocols import get_protocol
 
@@ -506,23 +507,6 @@ def write_synth_bag(
 # --- command line ---------------------------------------------------------------------------
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 480x640, not {text!r}") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
-    return height, width
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p = subparsers.add_parser(
         name,
@@ -534,9 +518,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("out", type=Path, help="bag directory to create")
     p.add_argument("--kind", choices=tuple(RENDERERS), default="indoor")
-    p.add_argument("--frames", type=_positive, default=10, help="number of frames, 10 Hz stamps (default 10)")
+    p.add_argument("--frames", type=positive_int, default=10, help="number of frames, 10 Hz stamps (default 10)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same frames (default 0)")
-    p.add_argument("--size", type=_size, metavar="HxW", help="image size (default 480x640 indoor, 352x1216 outdoor)")
+    p.add_argument("--size", type=hw_size, metavar="HxW", help="image size (default 480x640 indoor, 352x1216 outdoor)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--image-format", choices=("raw", "jpeg", "png"), default="raw")
     p.add_argument("--gt-encoding", choices=("32FC1", "16UC1"), default="32FC1")

@@ -1,0 +1,37 @@
+"""argparse `type=` converters shared by the subcommands: a bad value is a usage error that says
+what was expected, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def hw_size(text: str) -> tuple[int, int]:
+    """`HxW` (e.g. 480x640) as (height, width), both positive."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 480x640, not {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, not {text!r}")
+    return height, width
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
