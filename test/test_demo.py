@@ -15,6 +15,10 @@ def test_demo_pipeline_on_a_reduced_bag(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOEDEPTH_ROS_WEIGHTS", str(tmp_path / "empty_cache"))  # the shipped model, whatever is cached
     model, about = demo.choose_model()
     assert model == str(demo.DEMO_MODEL) and "demo model" in about
+    from zoedepth_ros.model import load_model
+
+    weights = sum(v.numel() for v in load_model(model).state_dict().values())
+    assert f"a {weights / 1e6:.1f} M-weight ZoeDepth NK" in about
     results = demo.run_demo(tmp_path / "report", frames=2)
 
     for kind in ("indoor", "outdoor"):
@@ -56,7 +60,8 @@ def test_ply_and_cloud_round_trip(tmp_path):
 
 def test_demo_model_recipe_is_consistent():
     """`make demo-model`'s steps parse as zoedepth-ros commands, each training stage starts from
-    what the previous one wrote, and the shipped file is what the last stage kept."""
+    what an earlier one wrote, the shipped file is made from what training kept, and the held-out
+    scores are of the shipped file."""
     import shlex
     from pathlib import Path
 
@@ -65,18 +70,20 @@ def test_demo_model_recipe_is_consistent():
     from zoedepth_ros.train.trainer import load_config
 
     repo = Path(demo_model.REPO)
-    parser = build_parser(["synth", "train", "evaluate"])
-    written = set()
+    asset = "zoedepth_ros/assets/demo_nk.safetensors"
+    parser = build_parser(["synth", "train", "evaluate", "weights"])
+    written, evaluated = set(), []
     for step in demo_model.STEPS:
-        argv = shlex.split(step)
-        if argv[0] == "cp":
-            assert argv[1] in written, f"{step}: nothing earlier writes {argv[1]}"
-            assert argv[2] == "zoedepth_ros/assets/demo_nk.safetensors"
-            continue
-        args = parser.parse_args(argv[1:])
+        args = parser.parse_args(shlex.split(step)[1:])
         if args.command == "train":
             cfg = load_config(repo / args.config)
             if cfg["model"]["init"] is not None:
                 assert cfg["model"]["init"] in written, f"{step} starts from a file no earlier step writes"
             written.add(f"{cfg['out_dir']}/best.safetensors")
-    assert any(shlex.split(s)[0] == "cp" for s in demo_model.STEPS)
+        elif args.command == "weights":
+            assert args.source in written, f"{step}: nothing earlier writes {args.source}"
+            written.add(str(args.output))
+        elif args.command == "evaluate":
+            evaluated.append(args.model)
+    assert asset in written
+    assert evaluated and set(evaluated) == {asset}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,8 +54,12 @@ def choose_model() -> tuple[str, str]:
         pass
     if not DEMO_MODEL.is_file():
         raise DemoError(f"neither {PRESET} in the weights cache nor the demo model {DEMO_MODEL} is present")
+    from safetensors import safe_open
+
+    with safe_open(str(DEMO_MODEL), "np") as f:
+        weights = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     return str(DEMO_MODEL), (
-        f"the small demo model ({DEMO_MODEL.name}: a 0.6 M-parameter ZoeDepth NK trained on synthetic "
+        f"the small demo model ({DEMO_MODEL.name}: a {weights / 1e6:.1f} M-weight ZoeDepth NK trained on synthetic "
         f"scenes, not the official weights; its numbers say the pipeline works, not how ZoeDepth does on "
         f"real images; put {PRESET} in the weights cache for that)")
 
