@@ -52,8 +52,8 @@ demo: venv
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/zoedepth-ros demo --out demo_report
 
 # Rebuild the shipped demo model from scratch (docs/demo.md): synthetic bags with the training
-# seeds, `zoedepth-ros train` with config/train_demo.yaml, the float16 copy into the assets,
-# then the held-out scores.
+# seeds, `zoedepth-ros train` with config/train_demo.yaml then config/train_demo_finetune.yaml,
+# the float16 copy into the assets, then the held-out scores.
 demo-model: venv
 	$(VENV)/bin/python -m zoedepth_ros.demo_model
 
