@@ -5,7 +5,6 @@ Shared by the codec tests and the camera process of the node tests (test/publish
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 
@@ -26,10 +25,30 @@ def mosaic(rgb: np.ndarray, order: str) -> np.ndarray:
     return out
 
 
+def yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """(H, W, 2) bytes of `rgb` in YUV 4:2:2, `order` "uyvy" or "yuyv" (YUY2).
+
+    BT.601 video range, as OpenCV's YUV 4:2:2 conversions; chroma is the mean of each pixel
+    pair. Written out here because OpenCV 4.6 (Ubuntu 24.04's) has only the decoding direction.
+    """
+    x = rgb.astype(np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    u = np.repeat((u[:, 0::2] + u[:, 1::2]) / 2, 2, axis=1)
+    v = np.repeat((v[:, 0::2] + v[:, 1::2]) / 2, 2, axis=1)
+    chroma = np.where(np.arange(rgb.shape[1]) % 2 == 0, u, v)  # U on even pixels, V on odd
+    planes = (chroma, y) if order == "uyvy" else (y, chroma)
+    return np.clip(np.round(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8)
+
+
 def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
     """Pixels of `rgb` in `encoding` (mono takes the red channel; 16-bit values are v * 257)."""
     gray = rgb[..., 0]
     alpha = np.full(rgb.shape[:2] + (1,), 200, np.uint8)
+    # OpenCV's own channel orders under sensor_msgs' generic names (cv_bridge without an encoding)
+    encoding = {"8UC3": "bgr8", "8UC4": "bgra8"}.get(encoding, encoding)
     base = encoding[:-2] if encoding.endswith("16") else encoding[:-1] if encoding.endswith("8") else encoding
     if base.startswith("bayer_"):
         pixels = mosaic(rgb, base[len("bayer_"):])
@@ -40,10 +59,10 @@ def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
             "rgba": np.concatenate([rgb, alpha], axis=2),
             "bgra": np.concatenate([rgb[..., ::-1], alpha], axis=2),
             "mono": gray,
-            "uyvy": cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY),
-            "yuv422": cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY),
-            "yuyv": cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2),
-            "yuv422_yuy2": cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2),
+            "uyvy": yuv422(rgb, "uyvy"),
+            "yuv422": yuv422(rgb, "uyvy"),
+            "yuyv": yuv422(rgb, "yuyv"),
+            "yuv422_yuy2": yuv422(rgb, "yuyv"),
             "32FC1": gray.astype(np.float32),  # a depth image: not a camera image, to be rejected
         }[base]
     if encoding.endswith("16"):

@@ -1,6 +1,10 @@
 """The test camera, in its own process: publishes image + camera_info frames on command.
 
-    python test/publisher_proc.py --namespace /ns --width 40 --height 30
+    python test/publisher_proc.py --namespace /ns --width 40 --height 30 [--qos default|sensor_data]
+
+--qos: the publishers' QoS; default (reliable, keep-last 10, what rclpy/rclcpp give) or
+sensor_data (best effort, keep-last 5, what many camera drivers use); without it, reliable
+keep-last 5.
 
 Prints "ready" once up, then reads one JSON command per line on stdin and prints "sent N" when it
 has published it. Command keys (all optional):
@@ -22,7 +26,7 @@ import sys
 import time
 
 import rclpy
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, qos_profile_sensor_data, qos_profile_system_default
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from image_samples import block_image
@@ -34,11 +38,13 @@ def main() -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--width", type=int, required=True)
     parser.add_argument("--height", type=int, required=True)
+    parser.add_argument("--qos", choices=("default", "sensor_data"))
     args = parser.parse_args()
 
     rclpy.init()
     node = rclpy.create_node("test_camera", namespace=args.namespace)
-    qos = QoSProfile(depth=5)
+    qos = {None: QoSProfile(depth=5), "default": qos_profile_system_default,
+           "sensor_data": qos_profile_sensor_data}[args.qos]
     publishers = {
         "raw": node.create_publisher(Image, "image", qos),
         "compressed": node.create_publisher(CompressedImage, "image/compressed", qos),

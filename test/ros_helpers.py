@@ -63,11 +63,13 @@ def image_message(rgb: np.ndarray, encoding: str, padding: int = 0, compressed: 
 class CameraProcess:
     """test/publisher_proc.py in a subprocess, driven one JSON command per line."""
 
-    def __init__(self, namespace: str, width: int, height: int, timeout: float = 30.0):
+    def __init__(self, namespace: str, width: int, height: int, timeout: float = 30.0, qos: str | None = None,
+                 env: dict[str, str] | None = None):
+        """`qos`: publisher_proc.py's --qos; `env`: the process's environment (default: this one's)."""
         self.proc = subprocess.Popen(
             [sys.executable, str(TEST_DIR / "publisher_proc.py"), "--namespace", namespace,
-             "--width", str(width), "--height", str(height)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+             "--width", str(width), "--height", str(height), *(["--qos", qos] if qos else [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env,
         )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from zoedepth_ros.image_codec import (
+    ASSUMED_ENCODINGS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     compressed_size,
@@ -80,7 +81,7 @@ def test_bayer_orders_put_red_where_the_pattern_says():
         np.testing.assert_array_equal(decoded[4:-4, 4:-4], red[4:-4, 4:-4], err_msg=encoding)
 
 
-@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "8UC3", "64FC1"])
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "8UC1", "64FC1"])
 def test_depth_and_generic_encodings_are_rejected(encoding):
     with pytest.raises(ImageDecodeError, match=f"'{encoding}' is a depth/generic") as err:
         decode_image(encoding, H, W, W * 4, False, bytes(H * W * 4))
@@ -180,3 +181,13 @@ def test_matches_cv_bridge_for_every_encoding():
             # Demosaicing and YUV conversion may differ by a rounding step between OpenCV builds.
             tolerance = 1 if encoding.startswith(("bayer_", "uyvy", "yuv", "yuyv")) else 0
             assert np.abs(ours.astype(int) - theirs).max() <= tolerance, (encoding, padding)
+
+
+@pytest.mark.parametrize("encoding, to_opencv", [("8UC3", cv2.COLOR_RGB2BGR), ("8UC4", cv2.COLOR_RGB2BGRA)])
+def test_opencv_frames_sent_without_an_encoding_decode_as_bgr(encoding, to_opencv):
+    """cv_bridge's cv2_to_imgmsg(frame) without an encoding labels OpenCV's BGR(A) frame 8UC3/8UC4."""
+    rgb = block_image(H, W, seed=4)
+    frame = cv2.cvtColor(rgb, to_opencv)
+    decoded = decode_image(encoding, H, W, frame.strides[0], False, frame.tobytes())
+    np.testing.assert_array_equal(decoded, rgb)
+    assert ASSUMED_ENCODINGS[encoding] == {"8UC3": "bgr8", "8UC4": "bgra8"}[encoding]

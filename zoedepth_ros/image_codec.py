@@ -70,9 +70,15 @@ _LAYOUTS: dict[str, _Layout] = {
     "yuv422_yuy2": _Layout(2, 1, cv2.COLOR_YUV2RGB_YUY2),
 }
 
+# Generic encodings decoded as a colour order they do not state: cv_bridge's cv2_to_imgmsg(frame)
+# without an encoding writes OpenCV's BGR(A) pixels as "8UC3"/"8UC4". A node should say once that
+# it assumes this (cv_bridge itself refuses to convert them to rgb8).
+ASSUMED_ENCODINGS: dict[str, str] = {"8UC3": "bgr8", "8UC4": "bgra8"}
+_LAYOUTS.update({generic: _LAYOUTS[named] for generic, named in ASSUMED_ENCODINGS.items()})
+
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
 
-# sensor_msgs' generic "TYPE_*" encodings (16UC1, 32FC1, 8UC3, ...): depth maps or untyped
+# sensor_msgs' other generic "TYPE_*" encodings (16UC1, 32FC1, 8UC1, ...): depth maps or untyped
 # buffers, with no colour order a camera image needs.
 _GENERIC_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)(C[1-4])?$")
 

@@ -45,7 +45,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
@@ -57,7 +58,7 @@ from zoedepth_ros.camera_info import (
 from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
 from zoedepth_ros.colormap import colorize
 from zoedepth_ros.image_codec import (
-    ImageDecodeError, check_compressed_msg, check_image_msg, decode_compressed_msg, decode_image_msg,
+    ASSUMED_ENCODINGS, ImageDecodeError, check_compressed_msg, check_image_msg, decode_compressed_msg, decode_image_msg,
 )
 from zoedepth_ros.predict import depth_to_mm16
 
@@ -85,6 +86,10 @@ THROTTLE_S = 5.0
 # bag, not a reordered frame: accepted (with a warning) as the start of a new sequence, so one
 # bogus far-future stamp cannot lock the node out either.
 STAMP_RESTART_S = 1.0
+# A best-effort frame larger than one UDP fragment is lost whenever any of its fragments is.
+UDP_FRAGMENT_BYTES = 64 * 1024
+# Frames missing from a publisher's sequence numbers before the log and /diagnostics name the cause.
+LOSS_REPORT_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -131,12 +136,21 @@ PARAMETERS: dict[str, _Param] = {
     "publish_uncertainty": _Param(False, "Publish depth/uncertainty: 32FC1 standard deviation (metres) "
                                          "of the per-pixel depth distribution (extra compute)."),
     "publish_depth_mm": _Param(False, "Also publish depth/image_mm: 16UC1 millimetres, 0 = invalid."),
+    "input_reliability": _Param(
+        "auto", "Reliability of the image subscription. auto: reliable when every image publisher offers "
+                "reliable, best effort otherwise (re-evaluated as publishers come and go); reliable; "
+                "best_effort. A qos_overrides.<image topic>.subscription.reliability parameter takes precedence.",
+        choices=("auto", "reliable", "best_effort")),
     "input_transport": _Param("raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
                                      "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed'.",
                               choices=("raw", "compressed"), applies_on="activate"),
     "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
                                            "or the JPEG/PNG header) are rejected before anything is decoded "
                                            "or allocated.", range=(1, 1 << 30)),
+    "new_sequence_after_s": _Param(1.0, "After this many seconds without an admitted image, the next one starts "
+                                        "a new sequence: its stamp is not compared with the previous one's (a "
+                                        "replayed or looping bag, a restarted driver). A new publisher does too.",
+                                   range=(0.0, 3600.0)),
     "camera_info_timeout_s": _Param(5.0, "Warn (log and /diagnostics) when images arrive but no valid "
                                          "camera_info came for this long; the last one stays in use. "
                                          "0 disables the warning.", range=(0.0, 3600.0)),
@@ -225,17 +239,22 @@ class _Stats:
         self.camera_infos = 0
         self.outputs = 0
         self.stale = 0
+        self.missed = 0  # frames the publisher sent that never reached the subscription
         self.rejected: collections.Counter[str] = collections.Counter()
         self.domains: collections.Counter[str] = collections.Counter()
         self.inference_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.forward_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.end_to_end_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._last = (time.monotonic(), 0, 0, collections.Counter())
+        self._last = (time.monotonic(), 0, 0, collections.Counter(), 0)
 
     def frame_in(self, dropped_stale: bool = False) -> None:
         with self._lock:
             self.inputs += 1
             self.stale += dropped_stale
+
+    def frames_missed(self, count: int) -> None:
+        with self._lock:
+            self.missed += count
 
     def camera_info_in(self) -> None:
         with self._lock:
@@ -255,12 +274,13 @@ class _Stats:
             if domain is not None:
                 self.domains[domain] += 1
 
-    def snapshot(self) -> dict[str, str]:
-        """Diagnostic key/values; rates are over the time since the previous snapshot."""
+    def snapshot(self) -> tuple[dict[str, str], collections.Counter[str], int]:
+        """(diagnostic key/values, rejections by reason, frames missed), the last two and the rates
+        since the previous snapshot."""
         with self._lock:
             now = time.monotonic()
-            then, inputs, outputs, rejected = self._last
-            self._last = (now, self.inputs, self.outputs, self.rejected.copy())
+            then, inputs, outputs, rejected, missed = self._last
+            self._last = (now, self.inputs, self.outputs, self.rejected.copy(), self.missed)
             elapsed = max(now - then, 1e-9)
             values = {
                 "input rate (Hz)": f"{(self.inputs - inputs) / elapsed:.2f}",
@@ -268,6 +288,7 @@ class _Stats:
                 "frames in": str(self.inputs),
                 "frames out": str(self.outputs),
                 "frames dropped as stale": str(self.stale),
+                "frames missed (publisher sequence gaps)": str(self.missed),
                 "frames rejected": str(sum(self.rejected.values())),
                 "camera_info in": str(self.camera_infos),
             }
@@ -281,7 +302,7 @@ class _Stats:
                     values[f"{label} p{q} (ms)"] = f"{np.percentile(samples, q):.1f}" if samples.size else "n/a"
             values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
             values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
-        return values, recent
+        return values, recent, self.missed - missed
 
 
 def _image_msg(header, pixels: np.ndarray, encoding: str) -> Image:
@@ -315,10 +336,22 @@ class DepthNode(LifecycleNode):
         self._loaded: dict[str, str] | None = None  # model, device, precision of the loaded model
         self._failure: str | None = None  # why the last configure failed, until one succeeds
         self._outputs: dict[str, object] = {}
-        self._inputs: list = []
+        self._camera_info_sub = None
         self._camera_info: CameraInfo | None = None
         self._camera_info_at = 0.0  # monotonic arrival time of _camera_info
+        # The image subscription, its message type and resolved topic (set at each activation);
+        # input_reliability auto re-creates it when the publishers' offers change.
+        self._image_sub = None
+        self._image_type: type = Image
+        self._image_topic = ""
+        self._image_reliability_why = ""
+        self._input_qos_due = False  # publishers came or went: re-evaluate the image subscription
+        self._input_timer = None
         self._last_stamp_ns: int | None = None  # of the last image admitted to the mailbox
+        self._last_admitted_at = -math.inf  # monotonic
+        self._last_sequence: int | None = None  # publication sequence number of the last image received
+        self._loss_problem: str | None = None  # why frames go missing, once found out
+        self._assumed_encodings: set[str] = set()  # generic encodings already warned about
         self._mailbox = _Mailbox()
         # chosen by input_transport at each activation
         self._check, self._decode = check_image_msg, decode_image_msg
@@ -331,6 +364,7 @@ class DepthNode(LifecycleNode):
 
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
+        self._guard_change_state()
 
     # ---------------------------------------------------------------- parameters
 
@@ -345,6 +379,7 @@ class DepthNode(LifecycleNode):
 
     def _after_set_parameters(self, params) -> None:
         self._settings = self._read_settings()
+        self._input_qos_due |= any(p.name == "input_reliability" for p in params)
         configured = self._state in ("inactive", "active")
         for p in params:
             applies_on = PARAMETERS[p.name].applies_on if p.name in PARAMETERS else ""
@@ -356,6 +391,31 @@ class DepthNode(LifecycleNode):
                 )
 
     # ---------------------------------------------------------------- lifecycle
+
+    def _guard_change_state(self) -> None:
+        """Refuse change_state requests naming, by id, a transition the current state does not have.
+
+        rclpy on Jazzy raises out of the service callback for them ("Transition is not registered"),
+        which ends the executor's spin and the process; fixed upstream only after Jazzy. A label the
+        state does not have is already refused by rclpy, and so stays.
+        """
+        service = self._service_change_state
+        change_state = service.callback
+
+        def guarded(request, response):
+            transition = request.transition
+            if not transition.label:
+                available = {t[0] for t in self._state_machine.available_transitions}
+                if transition.id not in available:
+                    state = self._state_machine.current_state[1]
+                    self.get_logger().warning(
+                        f"change_state refused: transition id {transition.id} is not available in state "
+                        f"{state} (available: {', '.join(str(i) for i in sorted(available)) or 'none'})")
+                    response.success = False
+                    return response
+            return change_state(request, response)
+
+        service.callback = guarded
 
     def autostart(self) -> bool:
         """Configure and activate when the `autostart` parameter says so; True if active."""
@@ -410,28 +470,95 @@ class DepthNode(LifecycleNode):
         self._check = check_compressed_msg if compressed else check_image_msg
         self._decode = decode_compressed_msg if compressed else decode_image_msg
         self._last_stamp_ns = None
+        self._loss_problem = None
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="zoedepth-inference", daemon=True)
         self._worker.start()
-        overriding = QoSOverridingOptions.with_default_policies()
         # camera_info first: a camera that starts publishing when it sees the image subscription
         # then finds this one matched too, and its first frame comes with intrinsics.
-        self._inputs = [self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, _qos(INPUT_QOS), qos_overriding_options=overriding
-        )]
-        if compressed:
-            topic = self.resolve_topic_name("image") + "/compressed"
-            self._inputs.append(self.create_subscription(
-                CompressedImage, topic, self._on_image, _qos(INPUT_QOS), qos_overriding_options=overriding
-            ))
-        else:
-            topic = "image"
-            self._inputs.append(self.create_subscription(
-                Image, topic, self._on_image, _qos(INPUT_QOS), qos_overriding_options=overriding
-            ))
-        self.get_logger().info(f"active: {settings.input_transport} images from '{self.resolve_topic_name(topic)}'")
+        self._camera_info_sub = self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, _qos(INPUT_QOS),
+            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+        )
+        self._image_type = CompressedImage if compressed else Image
+        self._image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
+        self._subscribe_image()
+        self._input_timer = self.create_timer(0.1, self._maintain_image_subscription)
+        self.get_logger().info(f"active: {settings.input_transport} images from '{self._image_topic}' "
+                               f"({self._image_reliability()}: {self._image_reliability_why})")
         self._state = "active"
         return super().on_activate(state)
+
+    # ---------------------------------------------------------------- input QoS
+
+    def _reliability_override(self) -> str | None:
+        """The image subscription's reliability as a qos_overrides parameter gives it, if one does."""
+        override = self._parameter_overrides.get(f"qos_overrides.{self._image_topic}.subscription.reliability")
+        return None if override is None else str(override.value)
+
+    def _wanted_reliability(self) -> tuple[ReliabilityPolicy, str]:
+        """The reliability the image subscription should have now, and why."""
+        override = self._reliability_override()
+        if override is not None:
+            # rclpy applies (and validates) it; this is only what to report.
+            policy = ReliabilityPolicy.__members__.get(override.upper(), ReliabilityPolicy.UNKNOWN)
+            return policy, "set by its qos_overrides parameter"
+        setting = self._settings.input_reliability
+        if setting != "auto":
+            return ReliabilityPolicy[setting.upper()], f"input_reliability {setting}"
+        offers = [info.qos_profile.reliability for info in self.get_publishers_info_by_topic(self._image_topic)]
+        best_effort = sum(offer == ReliabilityPolicy.BEST_EFFORT for offer in offers)
+        if not offers:
+            # Reliable: a reliable publisher then matches at once, with no frame sent to a subscription
+            # about to be replaced; a best-effort one is reported incompatible, and answered.
+            return ReliabilityPolicy.RELIABLE, "auto, no publisher yet"
+        if best_effort:
+            return ReliabilityPolicy.BEST_EFFORT, f"auto, {best_effort} of {len(offers)} publishers offer best effort"
+        return ReliabilityPolicy.RELIABLE, f"auto, all {len(offers)} publishers offer reliable"
+
+    def _subscribe_image(self) -> None:
+        """(Re)create the image subscription: keep-last 1, with the reliability wanted now.
+
+        Only history and depth are declared as qos_overrides parameters, unless the user gave the
+        reliability one: rclpy would otherwise declare it at the first subscription's reliability and
+        apply that value to every later one, freezing auto.
+        """
+        policy, why = self._wanted_reliability()
+        qos = _qos(INPUT_QOS)
+        kinds = [QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH]
+        if self._reliability_override() is None:
+            qos.reliability = policy
+        else:
+            kinds.append(QoSPolicyKind.RELIABILITY)
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        self._image_sub = self.create_subscription(
+            self._image_type, self._image_topic, self._on_image, qos,
+            qos_overriding_options=QoSOverridingOptions(kinds),
+            event_callbacks=SubscriptionEventCallbacks(
+                matched=self._on_publishers_changed, incompatible_qos=self._on_publishers_changed),
+        )
+        self._image_reliability_why = why
+        self._last_sequence = None
+
+    def _image_reliability(self) -> str:
+        sub = self._image_sub
+        return "none" if sub is None else sub.qos_profile.reliability.name.lower()
+
+    def _on_publishers_changed(self, _event) -> None:
+        # Not here: replacing a subscription from inside its own event callback.
+        self._input_qos_due = True
+
+    def _maintain_image_subscription(self) -> None:
+        if not self._input_qos_due or self._image_sub is None:
+            return
+        self._input_qos_due = False
+        policy, why = self._wanted_reliability()
+        if policy == self._image_sub.qos_profile.reliability or self._reliability_override() is not None:
+            self._image_reliability_why = why
+            return
+        self._subscribe_image()
+        self.get_logger().info(f"image input on '{self._image_topic}' is now {self._image_reliability()} ({why})")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
@@ -463,9 +590,13 @@ class DepthNode(LifecycleNode):
 
     def _stop_processing(self) -> None:
         """Unsubscribe, then let the worker finish its frame and exit."""
-        for sub in self._inputs:
-            self.destroy_subscription(sub)
-        self._inputs = []
+        if self._input_timer is not None:
+            self.destroy_timer(self._input_timer)
+            self._input_timer = None
+        for sub in (self._camera_info_sub, self._image_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._camera_info_sub = self._image_sub = None
         self._stop.set()
         if self._worker is not None:
             self._worker.join()
@@ -483,11 +614,12 @@ class DepthNode(LifecycleNode):
 
     # ---------------------------------------------------------------- callbacks
 
-    def _on_image(self, msg) -> None:
+    def _on_image(self, msg, info) -> None:
         # Nothing may escape a callback: it would end the executor's spin, and the node with it.
         try:
+            new_publisher = self._follow_sequence(msg, info)
             self._check(msg, max_pixels=self._settings.max_image_pixels)
-            self._check_header(msg.header)
+            self._check_header(msg.header, new_publisher)
         except ImageDecodeError as exc:
             self._stats.frame_in()
             self._reject(exc.reason, f"image rejected: {exc}")
@@ -496,11 +628,48 @@ class DepthNode(LifecycleNode):
             self._stats.frame_in()
             self._reject("check_error", f"image rejected, checking it failed: {type(exc).__name__}: {exc}", "error")
             return
+        encoding = getattr(msg, "encoding", "")
+        if encoding in ASSUMED_ENCODINGS and encoding not in self._assumed_encodings:
+            self._assumed_encodings.add(encoding)
+            self.get_logger().warning(
+                f"images on '{self._image_topic}' are '{encoding}', a generic type with no colour order: "
+                f"taking them as OpenCV's {ASSUMED_ENCODINGS[encoding]} (what cv_bridge's cv2_to_imgmsg writes "
+                f"without an encoding); publish them as {ASSUMED_ENCODINGS[encoding]} to say so")
         self._stats.frame_in(dropped_stale=self._mailbox.put(msg))
 
-    def _check_header(self, header) -> None:
+    def _follow_sequence(self, msg, info) -> bool:
+        """Count the frames missing from the publisher's sequence numbers; True when the sequence
+        started again (a new publisher: a restarted driver, another replay)."""
+        sequence = info.get("publication_sequence_number") if info else None  # None on some RMWs
+        last, self._last_sequence = self._last_sequence, sequence
+        if sequence is None or last is None:
+            return False
+        if sequence <= last:
+            return True
+        missed = sequence - last - 1
+        if missed:
+            self._stats.frames_missed(missed)
+            self._explain_missed_frames(memoryview(msg.data).nbytes)
+        return False
+
+    def _explain_missed_frames(self, frame_bytes: int) -> None:
+        """Say once, in the log and on /diagnostics, why frames go missing when the cause is known:
+        best-effort frames larger than a UDP fragment, with no shared-memory path from the publisher."""
+        if (self._loss_problem is not None or self._stats.missed < LOSS_REPORT_FRAMES
+                or self._image_reliability() != "best_effort" or frame_bytes <= UDP_FRAGMENT_BYTES):
+            return
+        self._loss_problem = (
+            f"best-effort frames of {frame_bytes / 1e6:.1f} MB are being lost ({self._stats.missed} so far): they "
+            f"cross from the camera's process in 64 KB UDP fragments and one lost fragment loses the frame. Remedy: "
+            f"export {DDS_PROFILE_VARIABLE}=<share/zoedepth_ros/config/{DDS_PROFILE_NAME}> in the camera "
+            "driver's environment (whole frames through shared memory), or have it publish reliable "
+            "(input_reliability auto follows)")
+        self.get_logger().warning(f"image input on '{self._image_topic}': {self._loss_problem}")
+
+    def _check_header(self, header, new_publisher: bool = False) -> None:
         """Raise ImageDecodeError for a header the outputs (which carry it) cannot use; otherwise
-        its stamp becomes the one the next frame's is compared with."""
+        its stamp becomes the one the next frame's is compared with. Stamps are compared within a
+        sequence only: a new publisher or a pause of new_sequence_after_s starts a new one."""
         if not header.frame_id:
             raise ImageDecodeError(
                 "empty_frame_id", "header has an empty frame_id: outputs would be in no frame (set the "
@@ -509,7 +678,9 @@ class DepthNode(LifecycleNode):
         if stamp.sec < 0 or stamp.nanosec >= 1_000_000_000:
             raise ImageDecodeError("bad_stamp", f"header stamp {stamp.sec} s {stamp.nanosec} ns is not a valid time")
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-        last = self._last_stamp_ns
+        now = time.monotonic()
+        paused = now - self._last_admitted_at > self._settings.new_sequence_after_s
+        last = None if new_publisher or paused else self._last_stamp_ns
         if last is not None and stamp_ns == last:
             raise ImageDecodeError("repeated_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} repeats the previous "
                                                      "frame's: a duplicate (or a driver that does not stamp)")
@@ -521,7 +692,7 @@ class DepthNode(LifecycleNode):
             self._log_throttled("stamp_restart", "warn",
                                 f"image stamps went back {behind_s:.1f} s: taking it as a restarted camera, a clock "
                                 "reset or a looping bag, and starting the sequence again")
-        self._last_stamp_ns = stamp_ns
+        self._last_stamp_ns, self._last_admitted_at = stamp_ns, now
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._stats.camera_info_in()
@@ -678,12 +849,16 @@ class DepthNode(LifecycleNode):
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth estimation")
         loaded = self._loaded  # read once: a transition may swap it meanwhile
         values = {"state": self._state}
+        if self._image_sub is not None:
+            values["input reliability"] = f"{self._image_reliability()} ({self._image_reliability_why})"
+        if self._loss_problem is not None:
+            values["input loss"] = self._loss_problem
         if self._failure is not None:
             status.level, status.message = DiagnosticStatus.ERROR, self._failure
         elif self._state != "active":
             status.level, status.message = DiagnosticStatus.OK, self._state
         else:
-            snapshot, recent = self._stats.snapshot()
+            snapshot, recent, missed = self._stats.snapshot()
             values.update(snapshot)
             status.level = DiagnosticStatus.OK
             problems = []
@@ -692,6 +867,8 @@ class DepthNode(LifecycleNode):
             age_s = self._camera_info_age_s()
             if age_s is not None:
                 problems.append(f"no camera_info for {age_s:.0f} s: using the last one")
+            if missed and self._loss_problem is not None:
+                problems.append(f"{missed} frames lost since the last report: {self._loss_problem}")
             if recent:
                 counts = ", ".join(f"{reason} {n}" for reason, n in recent.most_common(3))
                 problems.append(f"{sum(recent.values())} rejected since the last report ({counts})")
@@ -750,13 +927,13 @@ def dds_profile(profile: str | os.PathLike | None):
 def node_process(namespace: str, parameters: dict[str, object], log):
     """`zoedepth-ros node` in its own process under `namespace` (benchmark, demo), stopped on exit.
 
-    Its image input is made reliable: between processes on a UDP-only host, best effort loses most
-    large frames (keep-last 1 still never builds a backlog). `log` receives its output: a file,
+    Its image input is reliable whatever publishes (input_reliability reliable): between processes,
+    best effort loses most large frames (keep-last 1 still never builds a backlog). `log` receives its output: a file,
     as an undrained pipe would block the node. It inherits this process's environment, so its
     Fast DDS profile too (`dds_profile`).
     """
     cmd = [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={namespace}",
-           "-p", f"qos_overrides.{namespace}/image.subscription.reliability:=reliable"]
+           "-p", "input_reliability:=reliable"]
     for name, value in parameters.items():
         cmd += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
