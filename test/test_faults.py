@@ -78,8 +78,27 @@ def test_a_restarted_camera_is_served_even_when_its_clock_restarted(ros, capfd):
             send_frame(camera, collector, (100, 0), DEPTH, timeout=10.0, attempts=3)
             send_frame(camera, collector, (100, 40_000_000), DEPTH)
     log = capfd.readouterr().err
-    assert "image stamps went back 400.0 s: taking it as a restarted camera" in log
+    assert "image stamps went back 400.0 s (from a new publisher): taking it as a restarted camera" in log
     assert "[" not in log.split("image stamps went back")[1].splitlines()[0]  # a warning, not a rejection
+
+
+def test_a_pause_starts_a_new_sequence_and_stamps_are_checked_within_it(ros, capfd):
+    """The same publisher sends a short sequence again (a bag played twice, shorter than 1 s)."""
+    node = ros.depth_node(new_sequence_after_s=1.0)
+    collector = ros.collector(DEPTH)
+    stamps = [(700, 0), (700, 40_000_000), (700, 80_000_000)]
+    with ros.spin(), ros.camera() as camera:
+        assert node.autostart()
+        for stamp in stamps:
+            send_frame(camera, collector, stamp, DEPTH)
+        time.sleep(1.5)
+        del collector.received[stamps[0]]
+        send_frame(camera, collector, stamps[0], DEPTH)  # the first stamp again, after a pause: served
+        camera.send(stamp=list(stamps[0]))  # and once more at once: a duplicate within the new sequence
+        assert wait_until(lambda: node._stats.rejected["repeated_stamp"] == 1, timeout=10.0)
+        camera.send(stamp=[699, 990_000_000])  # 0.01 s before it, no pause: reordered
+        assert wait_until(lambda: node._stats.rejected["out_of_order_stamp"] == 1, timeout=10.0)
+    assert "image stamps went back 0.1 s (after 1." in capfd.readouterr().err
 
 
 # Subscribes to depth/points in a separate process, as a viewer would; killed without warning.

@@ -679,19 +679,25 @@ class DepthNode(LifecycleNode):
             raise ImageDecodeError("bad_stamp", f"header stamp {stamp.sec} s {stamp.nanosec} ns is not a valid time")
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         now = time.monotonic()
-        paused = now - self._last_admitted_at > self._settings.new_sequence_after_s
-        last = None if new_publisher or paused else self._last_stamp_ns
-        if last is not None and stamp_ns == last:
-            raise ImageDecodeError("repeated_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} repeats the previous "
-                                                     "frame's: a duplicate (or a driver that does not stamp)")
-        if last is not None and stamp_ns < last:
+        last = self._last_stamp_ns
+        if last is not None and stamp_ns <= last:
             behind_s = (last - stamp_ns) / 1e9
-            if behind_s <= STAMP_RESTART_S:
+            pause_s = now - self._last_admitted_at
+            if new_publisher:
+                cause = "from a new publisher"
+            elif pause_s > self._settings.new_sequence_after_s:
+                cause = f"after {pause_s:.1f} s without images"
+            elif behind_s > STAMP_RESTART_S:
+                cause = f"by more than {STAMP_RESTART_S:g} s"
+            elif stamp_ns == last:
+                raise ImageDecodeError("repeated_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} repeats the previous "
+                                                         "frame's: a duplicate (or a driver that does not stamp)")
+            else:
                 raise ImageDecodeError("out_of_order_stamp", f"stamp {stamp.sec}.{stamp.nanosec:09d} is "
                                                              f"{behind_s:.3f} s older than the previous frame's")
             self._log_throttled("stamp_restart", "warn",
-                                f"image stamps went back {behind_s:.1f} s: taking it as a restarted camera, a clock "
-                                "reset or a looping bag, and starting the sequence again")
+                                f"image stamps went back {behind_s:.1f} s ({cause}): taking it as a restarted camera, "
+                                "a clock reset or a replayed or looping bag, and starting the sequence again")
         self._last_stamp_ns, self._last_admitted_at = stamp_ns, now
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
