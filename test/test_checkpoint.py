@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from zoedepth_ros.cli import main as cli_main
-from zoedepth_ros.model import CheckpointError, ZoeDepth, load_model, save_checkpoint, tiny_config
+from zoedepth_ros.model import BinHeadConfig, CheckpointError, ZoeDepth, load_model, save_checkpoint, tiny_config
 from zoedepth_ros.model.weights import WeightsError, fetch
 
 
@@ -42,6 +42,47 @@ def test_kitti_max_depth_override(tmp_path):
     path = save_checkpoint(model, tmp_path / "k.safetensors")
     assert load_model(path).config.heads[0].max_depth == 10.0
     assert load_model(path, kitti_max_depth=80.0).config.heads[0].max_depth == 80.0
+
+
+@pytest.mark.parametrize("kind", ["K", "NK"])
+def test_kitti_head_range_is_the_same_whatever_the_source(kind, tmp_path):
+    """A Hugging Face directory whose config gives the KITTI head 10 m (as Intel/zoedepth-kitti's does,
+    naming the head "nyu"; set so for the NK too, to show that the config does not decide) and an
+    official-layout .pt of the same weights load as the same model: the KITTI head spans 80 m by
+    default, 10 m with kitti_max_depth=10. K's normed bins scale with the range; the NK's softplus
+    bins do not use it (as in the official code), so there only the recorded range changes."""
+    from hf_oracle import hf_to_official, make_hf_model
+
+    hf_model = make_hf_model(kind, seed=7)
+    bins = hf_model.config.bin_configurations
+    if kind == "K":
+        bins = [{"name": "nyu", "n_bins": bins[0]["n_bins"], "min_depth": 1e-3, "max_depth": 10.0}]
+    else:
+        bins = [dict(b, max_depth=10.0) if b["name"] == "kitti" else b for b in bins]
+        with torch.no_grad():  # route every image to the KITTI head, whose range is under test
+            hf_model.metric_head.mlp_classifier.linear2.bias.copy_(torch.tensor([-50.0, 50.0]))
+    hf_model.config.bin_configurations = bins
+    hf_model.config.backbone_config.layer_norm_eps = 1e-6  # the release's value, which official files imply
+    hf_model.save_pretrained(tmp_path / "hf")
+    state = hf_to_official(hf_model.state_dict(), hidden=hf_model.config.backbone_config.hidden_size)
+    torch.save({"model": state}, tmp_path / f"ZoeD_M12_{kind}.pt")
+    x = torch.rand(1, 3, 192, 256, generator=torch.Generator().manual_seed(1))
+    depth = {}
+    for kitti_max_depth in (None, 10.0):
+        hf = load_model(tmp_path / "hf", kitti_max_depth=kitti_max_depth)
+        official = load_model(tmp_path / f"ZoeD_M12_{kind}.pt", kitti_max_depth=kitti_max_depth)
+        assert hf.config == official.config
+        assert hf.config.heads[-1] == BinHeadConfig("kitti", hf.config.heads[-1].n_bins, 1e-3, kitti_max_depth or 80.0)
+        _same_output(hf, official)
+        with torch.no_grad():
+            out = hf(x)
+        if kind == "NK":
+            assert out.domain.tolist() == [1]
+        depth[kitti_max_depth] = out.metric_depth
+    if kind == "K":
+        assert depth[10.0].max() <= 10.0 < depth[None].max()
+    else:
+        assert torch.equal(depth[10.0], depth[None])
 
 
 def test_pickle_with_code_is_refused_and_does_not_run(tmp_path):

@@ -4,6 +4,8 @@
   `core.core.pretrained`, optional DDP `module.` prefix; architecture inferred from the keys;
 - Hugging Face directory (`config.json` + `model.safetensors` / `pytorch_model.bin`): transformers
   4.x names (as `Intel/zoedepth-*` ship) and 5.x renamed ones; architecture from `config.json`;
+- a Hugging Face repository id (`Intel/zoedepth-nyu-kitti[@REVISION]`), read offline from
+  huggingface_hub's cache (see `hf_hub.py`);
 - project format: one `.safetensors` file carrying the `ZoeDepthConfig` in its metadata;
 - a preset name (`ZoeD_M12_NK`), resolved in the local weights cache (see `weights.py`).
 
@@ -33,7 +35,7 @@ FORMAT_VERSION = "1"
 
 # Buffers of foreign implementations that we derive instead of load, and modules we do not build.
 _IGNORED = re.compile(r"(relative_position_index|\.k_idx|\.K_minus_1|\.k_minus_1)$|^encoder\.(fc_norm|head|norm)\.")
-# Depth ranges of the released domains; weights do not record them.
+# Depth ranges of the released domains; weights do not record them (KITTI: see `load_model`).
 _DOMAIN_RANGES = {"nyu": (1e-3, 10.0), "kitti": (1e-3, 80.0)}
 
 
@@ -269,8 +271,10 @@ def hf_config(data: dict, kitti_max_depth: float | None = None) -> ZoeDepthConfi
     routed = len(bins) > 1
     heads = []
     for conf in bins:
-        name = conf.get("name") or ("kitti" if normed else "nyu")
-        hi = kitti_max_depth if (name == "kitti" and kitti_max_depth is not None) else conf["max_depth"]
+        # A lone normed head is ZoeD-K's KITTI head whatever the config calls it: the port's conversion
+        # names it "nyu" with the 10 m infer default (Intel/zoedepth-kitti, isl-org/ZoeDepth#139).
+        name = "kitti" if normed and not routed else conf.get("name") or "nyu"
+        hi = _head_range("kitti", kitti_max_depth)[1] if name == "kitti" else conf["max_depth"]
         heads.append(BinHeadConfig(name, conf["n_bins"], conf["min_depth"], hi))
     embedding = data.get("bin_embedding_dim", 128)
     attractors = tuple(data.get("num_attractors", (16, 8, 4, 1)))
@@ -389,20 +393,19 @@ def _load_file(path: Path, kitti_max_depth: float | None) -> ZoeDepth:
 def load_model(source: str | os.PathLike, map_location: str | torch.device = "cpu",
                kitti_max_depth: float | None = None) -> ZoeDepth:
     """Load a ZoeDepth model (eval mode) from a preset name, an official `.pt`, a Hugging Face
-    directory or a project `.safetensors`. `kitti_max_depth` overrides the KITTI head's range
-    (the HF `Intel/zoedepth-kitti` config keeps the 10 m infer default; KITTI use wants 80)."""
+    directory, a Hugging Face repository id in the local cache (`Intel/zoedepth-nyu-kitti`, or
+    `REPO@REVISION`; never downloads) or a project `.safetensors`.
+
+    KITTI head range (docs/weights.md#the-kitti-heads-range): the KITTI head's bins span 1e-3..80 m,
+    the range ZoeD-K and ZoeD-NK were trained and evaluated with, whatever the source: official `.pt`
+    files do not record it, and the Hugging Face configs are not trusted for it (`Intel/zoedepth-kitti`
+    says 10 m, the official code's `infer` default, under the head name "nyu"). `kitti_max_depth`
+    sets another maximum, e.g. 10 for the official torch.hub ZoeD_K behaviour. A project
+    `.safetensors` keeps the range it stored unless `kitti_max_depth` is given.
+    """
     path = Path(source)
     if not path.exists():
-        if str(source) in PRESETS:
-            from .weights import WeightsError, resolve_preset
-
-            try:
-                path = resolve_preset(str(source))
-            except WeightsError as exc:
-                raise CheckpointError(str(exc)) from None
-        else:
-            raise CheckpointError(
-                f"{source}: no such file or directory, and not a preset ({', '.join(PRESETS)})")
+        path = _resolve_name(str(source))
     if path.is_dir():
         data, state = _load_hf_dir(path)
         config = hf_config(data, kitti_max_depth)
@@ -411,6 +414,27 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
     else:
         model = _load_file(path, kitti_max_depth)
     return model.to(map_location)
+
+
+def _resolve_name(source: str) -> Path:
+    """A preset in the project's weights cache, or a repository in huggingface_hub's cache."""
+    from .hf_hub import parse_repo, resolve_cached
+    from .weights import WeightsError, resolve_preset
+
+    if source in PRESETS:
+        try:
+            return resolve_preset(source)
+        except WeightsError as exc:
+            raise CheckpointError(str(exc)) from None
+    repo = parse_repo(source)
+    if repo is not None:
+        try:
+            return resolve_cached(*repo)
+        except WeightsError as exc:
+            # Say both: the name may as well be a mistyped relative path.
+            raise CheckpointError(f"{source}: no such file or directory; {exc}") from None
+    raise CheckpointError(f"{source}: no such file or directory, not a preset ({', '.join(PRESETS)}) "
+                          f"and not a Hugging Face repository id (OWNER/NAME[@REVISION])")
 
 
 def save_checkpoint(model: ZoeDepth, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None,

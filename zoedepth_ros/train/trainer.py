@@ -37,7 +37,7 @@ DEFAULTS: dict = {
         "arch": None,  # random initialisation instead: ZoeD_M12_N/K/NK or tiny-N/K/NK
         "arch_overrides": {},  # with arch: ZoeDepthConfig fields changed from it, e.g. {patch_size: 8}
         "encoder_init": None,  # with arch: copy the BEiT encoder (encoder.*) from this load_model source
-        "kitti_max_depth": None,  # passed to load_model (the HF KITTI config keeps the 10 m infer cap)
+        "kitti_max_depth": None,  # passed to load_model: None keeps its 80 m KITTI default (docs/weights.md)
         "img_size": None,  # [H, W] training and validation size (multiples of 32); default: the model's
         "freeze_encoder": False,  # BEiT, its position tables and the reassemble stage
         "freeze_decoder": False,  # the DPT decoder
