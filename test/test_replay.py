@@ -7,6 +7,7 @@ its own; the replay runs in this process through the CLI, or as a process when i
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
@@ -117,12 +118,25 @@ def test_pairing_scores_answers_and_gives_up_on_dropped_and_slow_frames():
     pairing.arrived(frames[2].stamp_ns, np.ones((4, 6), np.float32))  # a second answer
     pairing.arrived(frames[4].stamp_ns, np.ones((4, 6), np.float32))  # never published
     assert not pairing.in_flight
-    assert pairing.counts() == {"frames_published": 4, "depth_received": 5, "frames_lost": 2, "depth_late": 1}
+    assert pairing.counts() == {"frames_published": 4, "depth_received": 5, "frames_lost": 2, "frames_rejected": 0,
+                                "depth_late": 1}
     rows = sorted(pairing.evaluation.rows, key=lambda r: (r.index is None, r.index or 0, r.stamp_ns))
     assert [(r.index, r.status) for r in rows] == [
         (0, "scored"), (1, "no_prediction"), (2, "scored"), (3, "no_prediction"),
         (None, "no_gt_frame"), (None, "no_gt_frame")]
     assert pairing.evaluation.accumulator.mean()["abs_rel"] == pytest.approx(0.05)
+
+
+def test_pairing_gives_up_the_oldest_frames_the_node_rejected():
+    pairing = Pairing(BagEvaluation("b", get_protocol("synth_indoor")), timeout_s=30.0)
+    frames = [frame(i) for i in range(3)]
+    for i, f in enumerate(frames):
+        pairing.sent(i, f, now=0.0)
+    pairing.rejected(collections.Counter({"out_of_order_stamp": 2}))
+    assert list(pairing.in_flight) == [frames[2].stamp_ns]
+    pairing.arrived(frames[2].stamp_ns, np.full((4, 6), 2.0, np.float32))
+    assert pairing.counts()["frames_rejected"] == 2 and pairing.counts()["frames_lost"] == 2
+    assert pairing.rejections == {"out_of_order_stamp": 2}
 
 
 def test_pacing_and_the_kb_cropped_view():
@@ -168,9 +182,37 @@ def test_replay_through_the_node_equals_evaluate(tmp_path, checkpoint, depth_nod
     assert rc == 0
     assert_same_scores(replayed, evaluated)
     assert replayed["inference"] == {"replay": "lockstep", "frames_published": 3, "depth_received": 3,
-                                     "frames_lost": 0, "depth_late": 0}
+                                     "frames_lost": 0, "frames_rejected": 0, "depth_late": 0, "rejections": {}}
     assert replayed["pred_topic"] == f"{namespace}/depth/image" and replayed["complete"] is True
     assert (tmp_path / "replay" / "per_frame.csv").read_text().count("scored") == 3
+
+
+@pytest.mark.slow
+def test_bags_with_the_same_stamps_replay_back_to_back(tmp_path, depth_node, namespace):
+    """A second bag starting at the first one's stamps (each shorter than a second) is a new
+    sequence for the node: every frame of both is scored, none rejected."""
+    bags = [write_synth_bag(tmp_path / f"bag{i}", frames=6, seed=i, size=SIZE, progress=False) for i in (1, 2)]
+    with depth_node() as spinner:
+        results = [replay(bag, tmp_path / f"replay{i}", namespace) for i, bag in enumerate(bags)]
+        node = spinner.executor.get_nodes()[0]
+        assert sum(node._stats.rejected.values()) == 0, node._stats.rejected
+    for rc, summary in results:
+        assert rc == 0
+        assert summary["frames"] == 6 and summary["inference"]["frames_rejected"] == 0, summary["inference"]
+
+
+@pytest.mark.slow
+def test_a_replay_to_a_node_that_rejects_its_frames_ends_promptly_and_says_why(tmp_path, depth_node, namespace,
+                                                                                capsys):
+    bag = write_synth_bag(tmp_path / "bag", frames=4, size=SIZE, progress=False)
+    with depth_node(max_image_pixels=100):  # smaller than every frame
+        started = time.monotonic()
+        rc, summary = replay(bag, tmp_path / "replay", namespace, "--timeout", "60")
+        elapsed = time.monotonic() - started
+    assert rc == 1
+    assert summary["inference"]["frames_rejected"] == 4 and summary["inference"]["rejections"] == {"image_too_large": 4}
+    assert elapsed < 20, elapsed  # about a diagnostics period per frame, never the 60 s timeout
+    assert "the depth node rejected frames: image_too_large 4" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -13,12 +13,15 @@ node needs; recorded follows the bag's stamps; fixed sends `--rate` frames per s
 is lost when its depth does not come back within `--timeout` seconds, or as soon as the depth of
 a later frame comes back first (the node answers frames in the order they arrive and drops the
 ones it had no time for), so the run ends promptly after the last answer. A depth image arriving
-after its frame was given up is counted as late and not scored.
+after its frame was given up is counted as late and not scored. The replay also reads the node's
+rejection counters on /diagnostics (1 Hz): a frame the node rejected (say, an `out_of_order_stamp`)
+is given up when the counter grows, not after the timeout, and the reasons are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import math
 import signal
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -51,6 +55,9 @@ SPIN_STEP_S = 0.05  # longest wait without looking at the clock (expiries, sched
 # Each side matches the other's endpoints on its own: seeing the node's endpoints does not mean that
 # it sees ours yet, and a depth image published before its writer knows our reader is lost for good.
 DISCOVERY_SETTLE_S = 0.5
+# The depth node reports on /diagnostics once a second: its first report comes within this.
+DIAGNOSTICS_WAIT_S = 2.5
+REJECTED_PREFIX = "rejected: "
 
 
 class ReplayError(ZoeDepthError):
@@ -76,6 +83,7 @@ class Pairing:
         self.in_flight: dict[int, tuple[int, BagFrame, float]] = {}
         self._given_up: set[int] = set()
         self.published = self.received = self.lost = self.late = 0
+        self.rejections: collections.Counter[str] = collections.Counter()
 
     def sent(self, index: int, frame: BagFrame, now: float) -> None:
         self.in_flight[frame.stamp_ns] = (index, frame, now + self.timeout_s)
@@ -103,6 +111,13 @@ class Pairing:
                 break
             self._give_up(stamp)
 
+    def rejected(self, reasons: collections.Counter[str]) -> None:
+        """The node reports rejecting frames for `reasons` (counts): give up that many of the oldest
+        frames in flight, the ones it has answered by rejecting."""
+        self.rejections.update(reasons)
+        for stamp in list(self.in_flight)[:sum(reasons.values())]:
+            self._give_up(stamp)
+
     def _give_up(self, stamp_ns: int) -> None:
         index, frame, _ = self.in_flight.pop(stamp_ns)
         self.evaluation.add_missing(frame, index)
@@ -111,7 +126,7 @@ class Pairing:
 
     def counts(self) -> dict[str, int]:
         return {"frames_published": self.published, "depth_received": self.received,
-                "frames_lost": self.lost, "depth_late": self.late}
+                "frames_lost": self.lost, "frames_rejected": self.rejections.total(), "depth_late": self.late}
 
 
 def due_s(settings: ReplaySettings, index: int, stamp_ns: int, first_stamp_ns: int) -> float:
@@ -140,14 +155,32 @@ class ReplayNode(Node):
     rate modes must not overwrite each other.
     """
 
-    def __init__(self, topics: dict[str, str], on_depth: Callable[[int, np.ndarray], None], **kwargs) -> None:
+    def __init__(self, topics: dict[str, str], on_depth: Callable[[int, np.ndarray], None],
+                 on_rejected: Callable[[collections.Counter[str]], None], **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._on_depth = on_depth
+        self._on_rejected = on_rejected
+        self.depth_node_status: str | None = None  # the depth node's status name on /diagnostics
+        self.node_rejected: collections.Counter[str] | None = None  # its counters, last report
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, topics["image"], reliable)
         self.info_pub = self.create_publisher(CameraInfo, topics["camera_info"], reliable)
         depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.depth_sub = self.create_subscription(Image, topics["depth"], self._on_image, depth_qos)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if self.depth_node_status is None or not status.name.startswith(self.depth_node_status):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            if "frames rejected" not in values:  # not active: no counters
+                continue
+            counters = collections.Counter({key[len(REJECTED_PREFIX):]: int(value) for key, value in values.items()
+                                            if key.startswith(REJECTED_PREFIX)})
+            if self.node_rejected is not None and counters - self.node_rejected:
+                self._on_rejected(counters - self.node_rejected)
+            self.node_rejected = counters
 
     def _on_image(self, msg: Image) -> None:
         if msg.encoding not in ("32FC1", "16UC1"):
@@ -225,6 +258,15 @@ def wait_for_depth_node(node: ReplayNode, executor, wait_s: float) -> None:
     settled = time.monotonic() + DISCOVERY_SETTLE_S
     while time.monotonic() < settled:
         executor.spin_once(timeout_sec=SPIN_STEP_S)
+    publisher = node.get_publishers_info_by_topic(node.depth_sub.topic_name)[0]
+    node.depth_node_status = f"{publisher.node_namespace.rstrip('/')}/{publisher.node_name}: "
+    reported = time.monotonic() + DIAGNOSTICS_WAIT_S
+    while node.node_rejected is None and time.monotonic() < reported:
+        executor.spin_once(timeout_sec=SPIN_STEP_S)
+    if node.node_rejected is None:
+        node.get_logger().warning(
+            f"no /diagnostics report from {node.depth_node_status[:-2]}: frames it rejects will be given up only "
+            "after --timeout")
     topic = node.image_pub.topic_name
     if any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
            for info in node.get_subscriptions_info_by_topic(topic)):
@@ -285,7 +327,7 @@ def run_replay(args: argparse.Namespace, ros_argv: list[str]) -> int:
         context = rclpy.Context()
         rclpy.init(args=ros_argv, context=context, signal_handler_options=SignalHandlerOptions.NO)
         cleanup.callback(context.try_shutdown)
-        node = ReplayNode(topics, pairing.arrived, context=context)
+        node = ReplayNode(topics, pairing.arrived, pairing.rejected, context=context)
         cleanup.callback(node.destroy_node)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
@@ -302,18 +344,24 @@ def run_replay(args: argparse.Namespace, ros_argv: list[str]) -> int:
         except KeyboardInterrupt:
             complete = False
 
-    source = {"pred_topic": depth_topic, "replay": settings.rate_mode, **pairing.counts()}
+    source = {"pred_topic": depth_topic, "replay": settings.rate_mode, **pairing.counts(),
+              "rejections": dict(sorted(pairing.rejections.items()))}
     summary = write_results(args.out, [evaluation], source, complete=complete, worst=args.worst)
     counts = pairing.counts()
     print(f"published {counts['frames_published']} frames, received {counts['depth_received']} depth images, "
-          f"lost {counts['frames_lost']} frames ({counts['depth_late']} answers came late)")
+          f"lost {counts['frames_lost']} frames ({counts['frames_rejected']} rejected by the node, "
+          f"{counts['depth_late']} answers came late)")
+    reasons = ", ".join(f"{reason} {n}" for reason, n in pairing.rejections.most_common())
+    if reasons:
+        print(f"the depth node rejected frames: {reasons} (its log says why)", file=sys.stderr)
     _print_summary(summary, 1, args.out)
     if not complete:
         print("interrupted: the outputs hold the frames scored so far (\"complete\": false)", file=sys.stderr)
         return 130
     if pairing.published and not pairing.received:
-        print(f"no depth image came back on {depth_topic}: check that the node reads {image_topic} "
-              "and publishes on the depth topic", file=sys.stderr)
+        if not reasons:
+            print(f"no depth image came back on {depth_topic}: check that the node reads {image_topic} "
+                  "and publishes on the depth topic", file=sys.stderr)
         return 1
     return 0
 
