@@ -26,7 +26,6 @@ def _nodes(context):
         return LaunchConfiguration(name).perform(context)
 
     namespace = "/" + value("namespace").strip("/")
-    image_topic = f"{namespace.rstrip('/')}/image"
     depth = Node(
         package=PACKAGE,
         executable="depth_node",
@@ -43,7 +42,7 @@ def _nodes(context):
             "max_depth": float(value("max_depth")),
             "publish_points": False,
             "publish_colormap": False,
-            f"qos_overrides.{image_topic}.subscription.reliability": "reliable",
+            "input_reliability": "reliable",
         }],
     )
     protocol = value("protocol")

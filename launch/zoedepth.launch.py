@@ -4,7 +4,9 @@
     ros2 launch zoedepth_ros zoedepth.launch.py image:=/cam/image_rect camera_info:=/cam/camera_info \
         model:=/path/to/model.safetensors device:=cuda precision:=fp16 rviz:=true rviz_frame:=cam_optical
 
-Outputs appear under the node's namespace (`namespace:=`): depth/image, depth/camera_info,
+The image subscription follows the camera's publisher (input_reliability auto: reliable for a
+reliable publisher, best effort for a sensor-data one); `input_reliability:=reliable` or
+`best_effort` fixes it. Outputs appear under the node's namespace (`namespace:=`): depth/image, depth/camera_info,
 depth/points, depth/colormap. With input_transport "compressed" (params file), the node reads
 `<image>/compressed`, following the `image` remapping as image_transport would.
 
@@ -29,7 +31,7 @@ def _depth_node(context):
 
     camera = value("camera").rstrip("/")
     # model/device/precision override the params file only when given, so the file stays in charge.
-    overrides = {name: value(name) for name in ("model", "device", "precision") if value(name)}
+    overrides = {name: value(name) for name in ("model", "device", "precision", "input_reliability") if value(name)}
     overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
     profile = value("dds_profile")
     # Fast DDS reads this when the node creates its participant; other RMWs ignore it.
@@ -68,12 +70,20 @@ def generate_launch_description() -> LaunchDescription:
                               description="Preset name or checkpoint path; empty: the params file's"),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: the params file's"),
         DeclareLaunchArgument("precision", default_value="", description="fp32, bf16 or fp16; empty: the params file's"),
+        DeclareLaunchArgument("input_reliability", default_value="",
+                              description="Image subscription reliability: auto (follow the camera's publisher), "
+                                          "reliable or best_effort; empty: the params file's (auto)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "zoedepth.yaml"]),
                               description="Node parameters (YAML)"),
+        # --show-args prints a substitution's repr, not its value: the description says what it is.
         DeclareLaunchArgument("dds_profile",
                               default_value=EnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
                                   [share, "config", "fastdds_large_images.xml"])),
-                              description="Fast DDS XML profile of the node; none: Fast DDS defaults"),
+                              description="Fast DDS XML profile of the node; none: Fast DDS defaults. Default: "
+                                          "$FASTRTPS_DEFAULT_PROFILES_FILE when set, else "
+                                          "share/zoedepth_ros/config/fastdds_large_images.xml (whole images "
+                                          "through shared memory on the host). It shapes what the node sends; "
+                                          "export it in the camera driver too for large best-effort frames"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag playback)"),
         DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
         DeclareLaunchArgument("rviz", default_value="false", description="Open RViz with config/zoedepth.rviz"),

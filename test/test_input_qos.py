@@ -77,7 +77,11 @@ def _stream(ros, latest, qos: str, env: dict[str, str]) -> tuple[int, dict[str, 
         camera.send(count=FRAMES, rate=RATE_HZ, wait_s=30.0, timeout=FRAMES / RATE_HZ + 60.0)
     time.sleep(2.5)  # the last frames, and a diagnostics report after them
     values = latest()
-    return int(values["frames in"]) - before, values
+    received = int(values["frames in"]) - before
+    print(f"\n{qos} publisher, {'shipped' if env.get(DDS_PROFILE_VARIABLE) else 'no'} profile: {received}/{FRAMES} "
+          f"{WIDTH}x{HEIGHT} rgb8 frames reached the node at {RATE_HZ:g} Hz "
+          f"({values['frames missed (publisher sequence gaps)']} counted missed)")
+    return received, values
 
 
 @pytest.mark.slow
@@ -103,8 +107,6 @@ def test_a_sensor_data_publisher_without_a_profile_is_measured_and_diagnosed(ros
     arrives is what docs/robustness.md reports; the node names the cause and the remedy."""
     received, values = _stream(ros, launched_node, "sensor_data", _without_profile())
     missed = int(values["frames missed (publisher sequence gaps)"])
-    print(f"\nsensor-data publisher, no profile: {received}/{FRAMES} 640x480 rgb8 frames reached the node "
-          f"at {RATE_HZ:g} Hz ({missed} missed by sequence number)")
     # every frame is received or known missed, but for losses before the first or after the last arrival
     assert received + missed >= FRAMES - 5, values
     if missed >= 3:

@@ -382,7 +382,7 @@ def test_launch_file_builds_its_description():
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     names = {action.name for action in description.entities if hasattr(action, "default_value")}
-    assert {"camera", "image", "camera_info", "model", "device", "params_file", "rviz"} <= names
+    assert {"camera", "image", "camera_info", "model", "device", "input_reliability", "params_file", "rviz"} <= names
 
 
 _FRESH_ALLOCATION = """
