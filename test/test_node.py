@@ -288,6 +288,21 @@ def test_bad_model_fails_cleanly_and_a_reconfigure_recovers(ros, capfd):
 
 
 @pytest.mark.slow
+def test_opencv_frames_without_an_encoding_are_served_with_one_warning(ros, capfd):
+    """cv_bridge's cv2_to_imgmsg(frame) writes 8UC3/8UC4: taken as BGR/BGRA, said once per encoding."""
+    node = ros.depth_node()
+    collector = ros.collector({"depth/image": Image})
+    with ros.spin(), ros.camera() as camera:
+        assert node.autostart()
+        for i, encoding in enumerate(["8UC3", "8UC3", "8UC4", "8UC3"]):
+            send_frame(camera, collector, (6000 + i, 0), {"depth/image": Image}, encoding=encoding)
+    log = capfd.readouterr().err
+    assert log.count("are '8UC3', a generic type with no colour order: taking them as OpenCV's bgr8") == 1
+    assert log.count("are '8UC4', a generic type with no colour order: taking them as OpenCV's bgra8") == 1
+    assert sum(node._stats.rejected.values()) == 0
+
+
+@pytest.mark.slow
 def test_a_depth_image_as_input_is_rejected_and_counted(ros, capfd):
     node = ros.depth_node()
     collector = ros.collector({"depth/image": Image, "/diagnostics": DiagnosticArray})
