@@ -1,8 +1,10 @@
-# Set-up and checks for zoedepth_ros. Both entry points start from a bare clone:
-#   make test   create/reuse .venv from the pinned requirements, then run the test suite
-#   make demo   create/reuse .venv, then run the demo
-# The venv is rebuilt only when requirements/*.txt, setup.py or setup.cfg change (a sha256 stamp
-# inside .venv), so a second run skips pip entirely.
+# Set-up and checks for zoedepth_ros. The entry points start from a bare clone:
+#   make test         create/reuse .venv from the pinned requirements, then run the test suite
+#   make demo         create/reuse .venv, then run the demo
+#   make test-jazzy   create/reuse .venv-jazzy (what a Jazzy robot runs: Python 3.12, numpy 1.26,
+#                     OpenCV 4.x; requirements/jazzy.txt), then run the test suite in it
+# A venv is rebuilt only when its requirements files, setup.py or setup.cfg change (a sha256 stamp
+# inside it), so a second run skips pip entirely.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -11,8 +13,12 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 VPY := $(VENV)/bin/python
-STAMP := $(VENV)/.zoedepth_ros-stamp
-STAMP_INPUTS := requirements/runtime.txt requirements/test.txt setup.py setup.cfg
+STAMP_INPUTS := requirements/runtime.txt requirements/robot.txt requirements/test.txt setup.py setup.cfg
+
+# Python 3.12 as on Ubuntu 24.04: `python3.12` on PATH, else pyenv's newest 3.12.
+PYTHON_JAZZY ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),$(shell v=$$(pyenv whence python3.12 2>/dev/null | tail -n1) && [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python3.12 2>/dev/null),python3.12)
+VENV_JAZZY := .venv-jazzy
+JAZZY_STAMP_INPUTS := requirements/jazzy.txt requirements/robot.txt setup.py setup.cfg
 
 # pip prints one harmless "Location 'file:///opt/...' is ignored" warning per package on this
 # machine's configuration: drop those lines, keep everything else (pipefail keeps pip's status).
@@ -20,33 +26,54 @@ PIP_QUIET_FILTER := { grep -v -E "^WARNING: Location 'file://[^']*' is ignored" 
 
 # What the tests see: the venv's executables first (zoedepth-ros, colcon).
 TEST_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHONDONTWRITEBYTECODE=1
+JAZZY_TEST_ENV := PATH="$(CURDIR)/$(VENV_JAZZY)/bin:$$PATH" PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: help venv test demo demo-model clean-venv
+.PHONY: help venv venv-jazzy test test-jazzy demo demo-model clean-venv
 
 help:
-	@echo "make test   set up .venv (pinned requirements) and run the test suite"
-	@echo "make demo   set up .venv and run the demo"
+	@echo "make test         set up .venv (pinned requirements) and run the test suite"
+	@echo "make demo         set up .venv and run the demo"
+	@echo "make test-jazzy   set up .venv-jazzy (Python 3.12, numpy 1.26, OpenCV 4.x, as on a Jazzy robot) and run the test suite"
+
+# $(call setup_venv,DIR,PYTHON,REQUIREMENTS FILE,STAMP INPUTS): create DIR with PYTHON unless it
+# exists, pip-install the requirements file and the package (editable), unless the stamp says
+# that the stamp inputs and the Python version are those of the last successful install.
+define setup_venv
+want="$$(cat $(4) | sha256sum | cut -d' ' -f1) $$($(2) -c 'import sys; print(sys.version.split()[0])')"; \
+if [[ -x "$(1)/bin/python" && -f "$(1)/.zoedepth_ros-stamp" && "$$(cat "$(1)/.zoedepth_ros-stamp")" == "$$want" ]]; then \
+	echo "venv: $(1) is up to date with $(4) (pip skipped)"; \
+	exit 0; \
+fi; \
+if [[ ! -x "$(1)/bin/python" ]]; then \
+	echo "venv: creating $(1) with $(2)"; \
+	$(2) -m venv "$(1)"; \
+fi; \
+rm -f "$(1)/.zoedepth_ros-stamp"; \
+echo "venv: installing $(3) into $(1) (first time: several minutes, torch is large)"; \
+"$(1)/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r $(3) 2>&1 | $(PIP_QUIET_FILTER); \
+echo "venv: installing zoedepth_ros (editable)"; \
+"$(1)/bin/python" -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET_FILTER); \
+echo "$$want" > "$(1)/.zoedepth_ros-stamp"; \
+echo "venv: $(1) ready"
+endef
 
 venv:
-	@want="$$(cat $(STAMP_INPUTS) | sha256sum | cut -d' ' -f1) $$($(PYTHON) -c 'import sys; print(sys.version.split()[0])')"; \
-	if [[ -x "$(VPY)" && -f "$(STAMP)" && "$$(cat "$(STAMP)")" == "$$want" ]]; then \
-		echo "venv: $(VENV) is up to date with $(STAMP_INPUTS) (pip skipped)"; \
-		exit 0; \
-	fi; \
-	if [[ ! -x "$(VPY)" ]]; then \
-		echo "venv: creating $(VENV) with $(PYTHON)"; \
-		$(PYTHON) -m venv "$(VENV)"; \
-	fi; \
-	rm -f "$(STAMP)"; \
-	echo "venv: installing requirements/test.txt (first time: several minutes, torch is large)"; \
-	"$(VPY)" -m pip install --disable-pip-version-check --progress-bar off -r requirements/test.txt 2>&1 | $(PIP_QUIET_FILTER); \
-	echo "venv: installing zoedepth_ros (editable)"; \
-	"$(VPY)" -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET_FILTER); \
-	echo "$$want" > "$(STAMP)"; \
-	echo "venv: ready"
+	@$(call setup_venv,$(VENV),$(PYTHON),requirements/test.txt,$(STAMP_INPUTS))
+
+venv-jazzy:
+	@$(call setup_venv,$(VENV_JAZZY),$(PYTHON_JAZZY),requirements/jazzy.txt,$(JAZZY_STAMP_INPUTS))
 
 test: venv
 	$(TEST_ENV) $(VPY) -m pytest -q test
+
+# The robot's side. First the README's robot command (pip install -r requirements/robot.txt) over
+# the stand-ins for apt's numpy 1.26 and OpenCV 4: it must leave them alone. Then the whole suite
+# against them; JAZZY_PYTEST_ARGS='-m "not slow"' leaves out the slow tests (half the time).
+JAZZY_PYTEST_ARGS ?=
+test-jazzy: venv-jazzy
+	@$(VENV_JAZZY)/bin/python -m pip install --disable-pip-version-check -q -r requirements/robot.txt 2>&1 | $(PIP_QUIET_FILTER)
+	@$(VENV_JAZZY)/bin/python -c 'import sys, numpy, cv2, torch; print(f"test-jazzy: Python {sys.version.split()[0]}, numpy {numpy.__version__}, OpenCV {cv2.__version__}, torch {torch.__version__}"); assert numpy.__version__.startswith("1.26.") and cv2.__version__.startswith("4."), "installing robot.txt moved numpy or OpenCV"'
+	$(JAZZY_TEST_ENV) $(VENV_JAZZY)/bin/python -m pytest -q test $(JAZZY_PYTEST_ARGS)
 
 demo: venv
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/zoedepth-ros demo --out demo_report
@@ -58,4 +85,4 @@ demo-model: venv
 	$(VENV)/bin/python -m zoedepth_ros.demo_model
 
 clean-venv:
-	rm -rf "$(VENV)"
+	rm -rf "$(VENV)" "$(VENV_JAZZY)"

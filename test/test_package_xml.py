@@ -1,9 +1,11 @@
 """package.xml is a valid ament_python manifest and declares every dependency the code imports.
 
 Every third-party top-level module imported anywhere under zoedepth_ros/ must map (MODULE_DEPS
-below) to a dependency that is declared: a rosdep key in package.xml, or a pip requirement in
-requirements/runtime.txt for libraries rosdep cannot provide in the pinned version (torch...).
+below) to a dependency that is declared: a rosdep key in package.xml (apt on a robot), or, for
+libraries rosdep cannot provide (torch...), a pip requirement that a robot installs (a range in
+requirements/robot.txt) and that the tests pin (requirements/runtime.txt).
 A new import that is not in the map fails this test with the line to add.
+How the requirements files fit together is checked in test_requirements.py.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "zoedepth_ros"
 PACKAGE_XML = ROOT / "package.xml"
+ROBOT_REQUIREMENTS = ROOT / "requirements" / "robot.txt"
 RUNTIME_REQUIREMENTS = ROOT / "requirements" / "runtime.txt"
 
-# top-level module -> ("rosdep", key declared in package.xml) or ("pip", name in runtime.txt)
+# top-level module -> ("rosdep", key declared in package.xml) or ("pip", name in robot.txt, pinned
+# in runtime.txt)
 MODULE_DEPS: dict[str, tuple[str, str]] = {
     # ROS client library and interfaces
     "rclpy": ("rosdep", "rclpy"),
@@ -40,14 +44,16 @@ MODULE_DEPS: dict[str, tuple[str, str]] = {
     "tqdm": ("rosdep", "python3-tqdm"),
     "matplotlib": ("rosdep", "python3-matplotlib"),
     "h5py": ("rosdep", "python3-h5py"),
-    # pip-only, pinned in requirements/runtime.txt
+    # pip-only: a range in requirements/robot.txt, pinned in requirements/runtime.txt
     "torch": ("pip", "torch"),
     "torchvision": ("pip", "torchvision"),
     "timm": ("pip", "timm"),
     "safetensors": ("pip", "safetensors"),
+    "huggingface_hub": ("pip", "huggingface_hub"),
     "rosbags": ("pip", "rosbags"),
-    # transitive: installed by, and only used through, the pinned package named here
+    # transitive: installed by, and only used through, the package named here
     "apsw": ("pip", "rosbags"),  # rosbags' sqlite3 (.db3) storage reader
+    "httpx2": ("pip", "huggingface_hub"),  # the HTTP client of huggingface_hub (its errors)
 }
 
 # Used when present, never required: importing any module of the package must work without
@@ -79,16 +85,23 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _pip_requirements() -> set[str]:
-    names = set()
-    for line in RUNTIME_REQUIREMENTS.read_text(encoding="utf-8").splitlines():
+def _requirement_lines(path: Path) -> dict[str, str]:
+    """canonical name -> the rest of its line (version specifiers), for the file itself (no -r)."""
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
         match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
         if match:
-            names.add(_canonical(match.group(0)))
-    return names
+            found[_canonical(match.group(0))] = line[match.end():].strip()
+    return found
+
+
+def _pip_requirements() -> set[str]:
+    """Names a robot pip-installs (robot.txt) that the tests also pin exactly (runtime.txt)."""
+    pinned = {name for name, spec in _requirement_lines(RUNTIME_REQUIREMENTS).items() if spec.startswith("==")}
+    return set(_requirement_lines(ROBOT_REQUIREMENTS)) & pinned
 
 
 def _handles_import_error(handler: ast.ExceptHandler) -> bool:
@@ -181,7 +194,10 @@ def test_map_points_at_declared_dependencies():
         if kind == "rosdep":
             assert key in rosdep_keys, f"{module}: package.xml lacks <exec_depend>{key}</exec_depend>"
         else:
-            assert _canonical(key) in pip_names, f"{module}: requirements/runtime.txt lacks {key}"
+            assert _canonical(key) in pip_names, (
+                f"{module}: {key} must be a range in requirements/robot.txt and pinned (==) in "
+                f"requirements/runtime.txt"
+            )
 
 
 def test_every_import_is_a_declared_dependency():
@@ -197,20 +213,24 @@ def test_every_import_is_a_declared_dependency():
                     f"{module} is optional but imported at module level outside a "
                     f"`try: ... except ImportError` at {', '.join(eager)}: import it inside the "
                     f"function that needs it or guard it, or make it a real dependency "
-                    f"(package.xml / requirements/runtime.txt + MODULE_DEPS in this test)"
+                    f"(package.xml, or requirements/robot.txt + runtime.txt; + MODULE_DEPS in this test)"
                 )
             continue
         if module not in MODULE_DEPS:
             problems.append(
                 f"{module} (imported at {where}) has no declared dependency: add its rosdep key as "
-                f"<exec_depend> in package.xml, or pin it in requirements/runtime.txt if rosdep "
-                f"cannot provide it, then map it in MODULE_DEPS in {Path(__file__).name}"
+                f"<exec_depend> in package.xml, or, if rosdep cannot provide it, a range in "
+                f"requirements/robot.txt and a pin in requirements/runtime.txt, then map it in "
+                f"MODULE_DEPS in {Path(__file__).name}"
             )
             continue
         kind, key = MODULE_DEPS[module]
         declared = key in rosdep_keys if kind == "rosdep" else _canonical(key) in pip_names
         if not declared:
-            target = "package.xml <exec_depend>" if kind == "rosdep" else "requirements/runtime.txt"
+            target = (
+                "package.xml <exec_depend>" if kind == "rosdep"
+                else "requirements/robot.txt (a range) and requirements/runtime.txt (pinned)"
+            )
             problems.append(f"{module} (imported at {where}) needs {key} in {target}")
     assert not problems, "\n".join(problems)
 

@@ -20,7 +20,8 @@ from zoedepth_ros.model.config import tiny_config
 from zoedepth_ros.model.metric_bins import AttractorLayer, ConditionalLogBinomial
 from zoedepth_ros.train.data import Augment, BatchPlan
 from zoedepth_ros.train.losses import domain_loss, silog_loss, training_loss
-from zoedepth_ros.train.trainer import ConfigError, load_config, param_groups
+from zoedepth_ros.train.config import ConfigError, load_config
+from zoedepth_ros.train.optim import param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH_CONFIG = REPO / "config" / "train_synth.yaml"
@@ -247,7 +248,7 @@ def test_config_overrides_and_errors():
 
 def test_param_groups_follow_the_recipe():
     from zoedepth_ros.model import ZoeDepth, tiny_config
-    from zoedepth_ros.train.trainer import freeze
+    from zoedepth_ros.train.optim import freeze
 
     model = ZoeDepth(tiny_config("NK"))
     ocfg = load_config(REPO / "config" / "train_nk.yaml")["optim"]
@@ -264,11 +265,57 @@ def test_param_groups_follow_the_recipe():
     assert [g["name"] for g in param_groups(model, ocfg)] == ["metric_head"]
 
 
+@pytest.mark.parametrize("kind", ["N", "K", "NK"])
+def test_model_names_its_parameter_groups(kind):
+    """The model, not the trainer, says which parameters are the encoder, its position tables, the
+    decoder and the metric head: each parameter in one part, in the model's order (what the
+    optimizer state of a resumed run is indexed by)."""
+    from zoedepth_ros.model import ZoeDepth, tiny_config
+
+    model = ZoeDepth(tiny_config(kind))
+    parts = model.parameter_groups()
+    assert list(parts) == ["metric_head", "decoder", "encoder", "pos_enc"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    flat = [names[id(p)] for params in parts.values() for p in params]
+    assert sorted(flat) == sorted(names.values())  # every parameter, once
+    order = list(names.values())
+    for part, params in parts.items():
+        got = [names[id(p)] for p in params]
+        assert got == sorted(got, key=order.index), part
+    prefixes = {"metric_head": ("metric_head.",), "decoder": ("decoder.",), "encoder": ("encoder.", "reassemble."),
+                "pos_enc": ("encoder.",)}
+    for part, params in parts.items():
+        assert params and all(names[id(p)].startswith(prefixes[part]) for p in params), part
+        tables = [names[id(p)].endswith("relative_position_bias_table") for p in params]
+        assert all(tables) if part == "pos_enc" else not any(tables), part
+
+
+def test_architecture_names_parse_in_the_model_package():
+    """One parser of architecture names (config_from_arch) for training, the benchmark and export."""
+    from zoedepth_ros.model import ARCH_NAMES, PRESETS, config_from_arch, tiny_config
+
+    assert ARCH_NAMES == ("ZoeD_M12_N", "ZoeD_M12_K", "ZoeD_M12_NK", "tiny-N", "tiny-K", "tiny-NK")
+    for name, preset in PRESETS.items():
+        assert config_from_arch(name) == preset
+    for kind in ("N", "K", "NK"):
+        assert config_from_arch(f"tiny-{kind}") == config_from_arch(f"tiny-{kind.lower()}") == tiny_config(kind)
+    assert config_from_arch("tiny-NK", img_size=[64, 96], patch_size=8) == tiny_config("NK", img_size=(64, 96),
+                                                                                        patch_size=8)
+    for bad in ("tiny-X", "ZoeD_M12_KN", "tiny", "NK"):
+        with pytest.raises(ValueError, match=f"unknown architecture {bad!r}: use one of ZoeD_M12_N, .*tiny-NK"):
+            config_from_arch(bad)
+    with pytest.raises(ValueError, match="patch_sise"):
+        config_from_arch("tiny-N", patch_sise=8)
+    with pytest.raises(ConfigError, match="model.arch must be one of"):
+        load_config(SYNTH_CONFIG, ["model.arch=tiny-X"])
+
+
 def test_build_model_from_checkpoint_or_fresh_with_encoder(tmp_path):
     from safetensors.torch import load_file
 
     from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
-    from zoedepth_ros.train.trainer import DEFAULTS, build_model
+    from zoedepth_ros.train.config import DEFAULTS
+    from zoedepth_ros.train.trainer import build_model
 
     torch.manual_seed(0)
     source = save_checkpoint(ZoeDepth(tiny_config("NK")), tmp_path / "source.safetensors")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .beit import BeitEncoder
+from .beit import Attention, BeitEncoder
 from .config import ZoeDepthConfig
 from .dpt import DPTDecoder, Reassemble
 from .metric_bins import MetricHead
@@ -41,6 +41,25 @@ class ZoeDepth(nn.Module):
         self.reassemble = Reassemble(config)
         self.decoder = DPTDecoder(config)
         self.metric_head = MetricHead(config)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter, in exactly one of the parts the official recipe trains at its own rate:
+
+        - `metric_head`: the metric bins head(s) and the router;
+        - `decoder`: the DPT decoder;
+        - `encoder`: BEiT and the reassemble stage (MiDaS' `pretrained` module), less `pos_enc`;
+        - `pos_enc`: BEiT's relative position tables.
+
+        Each list keeps the order of `parameters()`.
+        """
+        tables = {id(m.relative_position_bias_table) for m in self.encoder.modules() if isinstance(m, Attention)}
+        pretrained = [*self.encoder.parameters(), *self.reassemble.parameters()]
+        return {
+            "metric_head": list(self.metric_head.parameters()),
+            "decoder": list(self.decoder.parameters()),
+            "encoder": [p for p in pretrained if id(p) not in tables],
+            "pos_enc": [p for p in pretrained if id(p) in tables],
+        }
 
     def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None, return_bins: bool = False) -> ZoeDepthOutput:
         """`domain` (B,) forces each sample's head (training with dataset labels); by default the router decides."""
