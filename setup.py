@@ -1,8 +1,9 @@
 """ament_python build of zoedepth_ros (colcon build, or pip install -e . for development).
 
-Runtime Python dependencies are pinned in requirements/runtime.txt and installed with pip;
-ROS dependencies are declared in package.xml for rosdep. install_requires stays empty so that
-neither colcon nor pip tries to resolve torch or the ROS wheels on its own.
+ROS dependencies and the Python libraries apt has are declared in package.xml for rosdep; the
+rest is installed with pip (requirements/robot.txt on a robot, the pinned requirements/runtime.txt
+for development). install_requires stays empty so that neither colcon nor pip tries to resolve
+torch, numpy or the ROS wheels on its own.
 """
 
 import ast
@@ -18,8 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # onto PATH by pip. Add one line per executable; test/test_colcon_build.py reads this list.
 CONSOLE_SCRIPTS = [
     "zoedepth-ros = zoedepth_ros.cli:main",
-    "depth_node = zoedepth_ros.node:main",
-    "replay_node = zoedepth_ros.replay:main",
+    "depth_node = zoedepth_ros.ros.depth_node:main",
+    "replay_node = zoedepth_ros.ros.replay:main",
 ]
 
 

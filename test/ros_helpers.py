@@ -243,7 +243,7 @@ class Harness:
         return node
 
     def depth_node(self, **params):
-        from zoedepth_ros.node import DepthNode
+        from zoedepth_ros.ros.depth_node import DepthNode
 
         params = {**self.node_params, **params}
         return self._add(DepthNode(

@@ -15,6 +15,8 @@ BAD_VALUES = [
     (["benchmark", "--size", "384x512x3"], "expected HxW such as 480x640, not '384x512x3'"),
     (["replay", "bag", "--out", "o", "--rate", "nan"], "must be positive, not nan"),
     (["replay", "bag", "--out", "o", "--timeout", "soon"], "expected a number, not 'soon'"),
+    (["evaluate", "bag", "--out", "o", "--worst", "-1"], "must be at least 0, not -1"),
+    (["evaluate", "bag", "--out", "o", "--batch-size", "two"], "expected a whole number, not 'two'"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from collections import defaultdict
 
@@ -10,20 +11,24 @@ import numpy as np
 import pytest
 import yaml
 
+from bag_samples import raw_messages
 from zoedepth_ros.data.bag import (
     DEFAULT_TOPICS,
     BagError,
     BagFrame,
     BagTopics,
     BagWriter,
+    FrameIndex,
     decode_depth,
     decode_rgb,
     make_camera_info_msg,
     make_image_msg,
+    message_count,
     read_frames,
     read_metadata,
     typestore,
 )
+from zoedepth_ros.image_codec import decode_image_msg
 
 H, W = 24, 32
 STAMP0 = 1_700_000_000_123_456_789
@@ -48,14 +53,6 @@ def write_bag(path, frames, **kwargs):
         for frame in frames:
             writer.write(frame)
     return path
-
-
-def raw_messages(path):
-    from rosbags.rosbag2 import Reader
-
-    ts = typestore()
-    with Reader(path) as reader:
-        return [(c.topic, t, ts.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages()]
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
@@ -148,6 +145,10 @@ def test_unpaired_messages_are_counted(tmp_path):
     assert [f.stamp_ns for f in reader] == [2, 4]
     assert reader.frames == 2
     assert reader.unpaired == {"/camera/image": 1, "/camera/camera_info": 2, "/ground_truth/depth": 1}
+    counts = {topic: message_count(path, topic) for topic in ("/camera/image", "/camera/camera_info", "/nowhere")}
+    assert counts == {"/camera/image": 3, "/camera/camera_info": 4, "/nowhere": 0}
+    with pytest.raises(BagError, match="message counts differ"):
+        FrameIndex(path)
 
 
 def test_missing_topic_is_named(tmp_path):
@@ -208,9 +209,49 @@ def test_padded_step_big_endian_and_bgr_decode():
     short.step = 20  # fewer bytes than a row of 7 rgb8 pixels
     with pytest.raises(BagError, match="step"):
         decode_rgb(short)
-    short.encoding = "yuv422"
-    with pytest.raises(BagError, match="yuv422"):
+    short.encoding = "hsv8"
+    with pytest.raises(BagError, match="unsupported image encoding 'hsv8'"):
         decode_rgb(short)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgra8", "mono8", "mono16", "yuv422", "bayer_rggb8"])
+def test_camera_images_decode_through_image_codec(encoding):
+    """Bags decode camera images with the node's decoder, into arrays of their own."""
+    rng = np.random.default_rng(2)
+    channels = {"rgb8": 3, "bgra8": 4, "mono8": 1, "mono16": 1, "yuv422": 2, "bayer_rggb8": 1}[encoding]
+    dtype = np.uint16 if encoding == "mono16" else np.uint8
+    pixels = rng.integers(0, np.iinfo(dtype).max, (6, 8, channels), dtype=dtype, endpoint=True)
+    msg = make_image_msg(np.zeros((6, 8, 3), np.uint8), 0, "cam")
+    msg.encoding, msg.step, msg.data = encoding, 8 * channels * pixels.itemsize, pixels.view(np.uint8).reshape(-1)
+    rgb = decode_rgb(msg)
+    np.testing.assert_array_equal(rgb, decode_image_msg(msg))
+    assert rgb.shape == (6, 8, 3) and rgb.flags.owndata and rgb.flags.writeable
+
+    compressed = make_image_msg(decode_image_msg(msg), 0, "cam", image_format="png")
+    np.testing.assert_array_equal(decode_rgb(compressed), decode_image_msg(msg))
+    compressed.data = compressed.data[: len(compressed.data) // 2]
+    with pytest.raises(BagError, match="cut short"):
+        decode_rgb(compressed)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_frame_index_reads_frames_by_position(tmp_path, storage):
+    frames = make_frames(4)
+    path = write_bag(tmp_path / "bag", frames, storage=storage, image_format="png", gt_encoding="16UC1")
+    streamed = list(read_frames(path))
+    index = FrameIndex(path)
+    assert len(index) == 4 and index.stamps == [f.stamp_ns for f in frames]
+    assert message_count(path, "/camera/image/compressed") == 4
+    for position in (2, 0, 3, 1):  # any order
+        frame = index.read(position)
+        assert frame.stamp_ns == streamed[position].stamp_ns and frame.frame_id == "cam_optical"
+        np.testing.assert_array_equal(frame.rgb, streamed[position].rgb)
+        np.testing.assert_array_equal(frame.depth, streamed[position].depth)
+        np.testing.assert_array_equal(frame.K, K)
+    copy = pickle.loads(pickle.dumps(index))  # data loader workers get it pickled, without the open reader
+    np.testing.assert_array_equal(copy.read(3).rgb, streamed[3].rgb)
+    with pytest.raises(BagError, match="no bag at"):
+        FrameIndex(tmp_path / "absent")
 
 
 def test_failure_mid_write_leaves_nothing(tmp_path):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from zoedepth_ros.benchmark import build_models, interleaved
+from zoedepth_ros.benchmark import arch_config, build_models, interleaved
 from zoedepth_ros.cli import main
 
 
@@ -15,6 +16,17 @@ def test_reference_gets_our_weights():
     x = torch.randn(1, 3, 192, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ours(x).metric_depth[:, 0], port(pixel_values=x).predicted_depth, rtol=1e-4, atol=1e-5)
+
+
+def test_architecture_names():
+    """--arch and --node-arch read names with the model package's parser (config_from_arch)."""
+    from zoedepth_ros.model import PRESETS, tiny_config
+
+    assert arch_config("ZoeD_M12_K") == PRESETS["ZoeD_M12_K"]
+    assert arch_config("tiny-NK") == arch_config("tiny-nk") == tiny_config("NK")
+    with pytest.raises(SystemExit, match=r"unknown --arch 'tiny-X': use one of ZoeD_M12_N, ZoeD_M12_K, ZoeD_M12_NK "
+                                         r"or tiny-N/tiny-K/tiny-NK"):
+        arch_config("tiny-X")
 
 
 def test_forward_and_estimator_report(tmp_path, capsys):

@@ -14,7 +14,8 @@ import torch
 
 from zoedepth_ros.cli import main as cli_main
 from zoedepth_ros.model import BinHeadConfig, CheckpointError, ZoeDepth, load_model, save_checkpoint, tiny_config
-from zoedepth_ros.model.weights import WeightsError, fetch
+from zoedepth_ros.model.fetch import fetch
+from zoedepth_ros.model.weights import WeightsError
 
 
 @pytest.fixture(scope="module")

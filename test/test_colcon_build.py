@@ -192,6 +192,18 @@ def test_console_script_targets_import_from_install(workspace, prefix, site_pack
     assert proc.returncode == 0, f"a console script target does not import from the install:\n{proc.stderr}"
 
 
+def test_installed_package_finds_the_shipped_dds_profile(workspace, prefix, site_packages):
+    """From the install (no source tree), the node's Fast DDS profile is the one in share/."""
+    env = clean_env(PYTHONPATH=str(site_packages), AMENT_PREFIX_PATH=str(prefix))
+    proc = subprocess.run(
+        [sys.executable, "-c", "from zoedepth_ros.ros.processes import shipped_dds_profile; print(shipped_dds_profile())"],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = prefix / "share" / PACKAGE / "config" / "fastdds_large_images.xml"
+    assert Path(proc.stdout.strip()) == expected.resolve()
+
+
 def test_installed_cli_runs(workspace, prefix, site_packages):
     env = clean_env(PYTHONPATH=str(site_packages), AMENT_PREFIX_PATH=str(prefix))
     where = subprocess.run(

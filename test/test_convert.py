@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from test_bag import raw_messages
+from bag_samples import raw_messages
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import read_frames, read_metadata
-from zoedepth_ros.data.convert import ConvertError
+from zoedepth_ros.data.dataset_io import ConvertError
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import NYU_K, convert_nyu_labeled, convert_nyu_official, read_split_indices
 from zoedepth_ros.data.synth import FRAME_PERIOD_NS, START_STAMP_NS

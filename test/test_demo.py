@@ -67,7 +67,7 @@ def test_demo_model_recipe_is_consistent():
 
     from zoedepth_ros import demo_model
     from zoedepth_ros.cli import build_parser
-    from zoedepth_ros.train.trainer import load_config
+    from zoedepth_ros.train.config import load_config
 
     repo = Path(demo_model.REPO)
     asset = "zoedepth_ros/assets/demo_nk.safetensors"

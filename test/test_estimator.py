@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,16 @@ def test_batch_equals_single_frames(model, image):
         single = est.predict(img, with_std=True)
         np.testing.assert_allclose(got.depth, single.depth, rtol=1e-5)
         np.testing.assert_allclose(got.std, single.std, rtol=1e-4, atol=1e-6)
+
+
+def test_each_prediction_carries_its_forward_time(model, image):
+    """The model forward alone (pre- and post-processing excluded), timed once per batch."""
+    est = DepthEstimator(model, device="cpu", flip_tta=True)
+    started = time.perf_counter()
+    pred = est.predict(image)
+    assert 0.0 < pred.forward_s < time.perf_counter() - started
+    first, second = est.predict_batch([image, image])
+    assert first.forward_s == second.forward_s > 0.0
 
 
 def test_bf16_close_to_fp32(model, image):

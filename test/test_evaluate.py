@@ -16,9 +16,10 @@ from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import BagFrame, make_camera_info_msg, make_image_msg, read_frames, typestore
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval import evaluate as evaluate_module
-from zoedepth_ros.eval.evaluate import BagEvaluation, score_predictions, write_results
 from zoedepth_ros.eval.metrics import METRIC_NAMES, MetricsAccumulator, score_frame
 from zoedepth_ros.eval.protocols import get_protocol
+from zoedepth_ros.eval.results import write_results
+from zoedepth_ros.eval.scoring import BagEvaluation, score_predictions
 
 H, W = 48, 64
 STAMP0 = 1_700_000_000 * 10**9

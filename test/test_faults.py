@@ -132,7 +132,7 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
         spinner.executor.remove_node(points)
         ros.nodes.remove(points)
         points.destroy_node()
-        assert wait_until(lambda: node._outputs["depth/points"].get_subscription_count() == 0, timeout=10.0)
+        assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 0, timeout=10.0)
         built = len(builds)
         for i in range(1, 3):
             send_frame(camera, collector, (700 + i, 0), {"depth/image": Image, "depth/camera_info": CameraInfo})
@@ -143,7 +143,7 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
         viewer = subprocess.Popen([sys.executable, "-c", POINTS_VIEWER, ros.namespace], stdout=subprocess.DEVNULL,
                                   cwd=REPO)
         try:
-            assert wait_until(lambda: node._outputs["depth/points"].get_subscription_count() == 1, timeout=30.0)
+            assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 1, timeout=30.0)
             send_frame(camera, collector, (710, 0), DEPTH)
         finally:
             viewer.send_signal(signal.SIGKILL)

@@ -41,7 +41,7 @@ from ros_helpers import (
 from zoedepth_ros.camera_info import intrinsics_from_camera_info
 from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
 from zoedepth_ros.model import DepthEstimator
-from zoedepth_ros.node import THROTTLE_S
+from zoedepth_ros.ros.diagnostics import THROTTLE_S
 
 MESSAGES = int(os.environ.get("ZOEDEPTH_FUZZ_MESSAGES", "10000"))
 SEED = int(os.environ.get("ZOEDEPTH_FUZZ_SEED", "20240611"))

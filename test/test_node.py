@@ -6,6 +6,7 @@ subscriber run in this process, spun by a background executor. Every test uses i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -30,7 +31,7 @@ from ros_helpers import (
 )
 from zoedepth_ros.image_codec import SUPPORTED_ENCODINGS, decode_compressed_msg, decode_image_msg
 from zoedepth_ros.model import DepthEstimator
-from zoedepth_ros.node import PARAMETERS, validate
+from zoedepth_ros.ros.parameters import PARAMETERS, Settings, validate
 
 W, H = 40, 30  # not multiples of 4: decimated clouds round up
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2, "depth/colormap": Image}
@@ -377,6 +378,12 @@ def test_params_file_lists_every_parameter_with_its_default():
     assert values == {name: spec.default for name, spec in PARAMETERS.items()}
 
 
+def test_settings_has_one_field_per_parameter_typed_as_its_default():
+    fields = dataclasses.fields(Settings)
+    assert [f.name for f in fields] == list(PARAMETERS)
+    assert {f.name: f.type for f in fields} == {name: type(spec.default).__name__ for name, spec in PARAMETERS.items()}
+
+
 def test_rviz_config_shows_image_colormap_and_points():
     config = yaml.safe_load((REPO / "config" / "zoedepth.rviz").read_text())["Visualization Manager"]
     shown = {(d["Class"], d["Topic"]["Value"]) for d in config["Displays"] if "Topic" in d}
@@ -402,7 +409,7 @@ def test_launch_file_builds_its_description():
 
 _FRESH_ALLOCATION = """
 import ctypes, sys
-from zoedepth_ros.node import keep_freed_buffers
+from zoedepth_ros.ros.processes import keep_freed_buffers
 libc = ctypes.CDLL(None)
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -28,11 +28,11 @@ from ros_helpers import REPO, Spinner, save_tiny_checkpoint
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
-from zoedepth_ros.eval.evaluate import BagEvaluation
+from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.protocols import get_protocol
 from zoedepth_ros.model import DepthEstimator
-from zoedepth_ros.replay import Pairing, ReplaySettings, due_s, published_view
+from zoedepth_ros.ros.replay import Pairing, ReplaySettings, due_s, published_view
 
 SIZE = (96, 128)  # the bags' frames, and the tiny model's network input
 LAUNCH_FILE = REPO / "launch" / "evaluate.launch.py"
@@ -58,7 +58,7 @@ def namespace(request):
 def depth_node(context, checkpoint, namespace):
     """`start(**params)` starts the depth node in this process (REPLAY_PARAMS, then `params`) and
     returns the Spinner to spin it with; the nodes are destroyed at teardown."""
-    from zoedepth_ros.node import DepthNode
+    from zoedepth_ros.ros.depth_node import DepthNode
 
     started = []
 

@@ -64,13 +64,13 @@ def _hf_config(cfg):
 
 
 def arch_config(name: str):
-    from zoedepth_ros.model import PRESETS, tiny_config
+    """The model package's architecture `name` (config_from_arch); an unknown name ends the command."""
+    from zoedepth_ros.model import PRESETS, config_from_arch
 
-    if name in PRESETS:
-        return PRESETS[name]
-    if name.startswith("tiny-"):
-        return tiny_config(name.split("-", 1)[1])
-    raise SystemExit(f"unknown --arch {name!r}: use one of {', '.join(PRESETS)} or tiny-N/tiny-K/tiny-NK")
+    try:
+        return config_from_arch(name)
+    except ValueError:  # without overrides, only an unknown name
+        raise SystemExit(f"unknown --arch {name!r}: use one of {', '.join(PRESETS)} or tiny-N/tiny-K/tiny-NK") from None
 
 
 def build_models(arch: str, reference: bool, seed: int = 0):
@@ -217,7 +217,7 @@ def bench_node(arch: str, img_size, frame, frames: int, warmup: int, rate_s: flo
 
     from zoedepth_ros.model import ZoeDepth, save_checkpoint
     from zoedepth_ros.model.estimator import network_size
-    from zoedepth_ros.node import dds_profile, node_process
+    from zoedepth_ros.ros.processes import dds_profile, node_process
 
     cfg = arch_config(arch).replace(img_size=tuple(img_size))
     height, width = frame
@@ -505,7 +505,7 @@ def run(args) -> int:
             print_table(f"(b) estimator on a {results['frame']} frame (pre + forward + post)", results["estimator"])
         del ours, port
     if "node" in parts:
-        from zoedepth_ros.node import shipped_dds_profile
+        from zoedepth_ros.ros.processes import shipped_dds_profile
 
         profile = None if args.dds_profile == "none" else str(shipped_dds_profile() if args.dds_profile == "shipped"
                                                                else args.dds_profile)

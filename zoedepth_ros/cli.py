@@ -17,14 +17,14 @@ from collections.abc import Iterable
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("zoedepth_ros.demo", "run the end-to-end demo: live node + replay over DDS, scored report"),
     "predict": ("zoedepth_ros.predict", "predict metric depth for an image file"),
-    "node": ("zoedepth_ros.node", "run the ROS 2 depth node (pass ROS arguments after --ros-args)"),
+    "node": ("zoedepth_ros.ros.depth_node", "run the ROS 2 depth node (pass ROS arguments after --ros-args)"),
     "synth": ("zoedepth_ros.data.synth", "write a synthetic indoor/outdoor bag with exact metric ground truth"),
     "convert": ("zoedepth_ros.data.convert", "convert NYU Depth v2 or KITTI to evaluation bags"),
     "evaluate": ("zoedepth_ros.eval.evaluate", "score a model or recorded depth on bags with the paper's protocol"),
-    "replay": ("zoedepth_ros.replay", "replay a bag through the live depth node and score it"),
+    "replay": ("zoedepth_ros.ros.replay", "replay a bag through the live depth node and score it"),
     "train": ("zoedepth_ros.train.trainer", "train or fine-tune ZoeDepth (single process or torchrun)"),
     "benchmark": ("zoedepth_ros.benchmark", "time our engine against the transformers port (same weights)"),
-    "weights": ("zoedepth_ros.model.weights", "manage model weights: fetch, convert, list the cache"),
+    "weights": ("zoedepth_ros.model.weights_command", "manage model weights: fetch, convert, list the cache"),
 }
 
 

@@ -157,7 +157,7 @@ def _replay(bag: Path, out: Path, log: Path) -> dict:
 def run_demo(out: Path, frames: int = 12) -> dict:
     """Runs the demo into `out`; returns {"model": ..., "bags": {kind: summary}, "latency": {...}}."""
     from zoedepth_ros.eval.report import atomic_write
-    from zoedepth_ros.node import dds_profile, node_process, shipped_dds_profile
+    from zoedepth_ros.ros.processes import dds_profile, node_process, shipped_dds_profile
 
     out.mkdir(parents=True, exist_ok=True)
     model, about = choose_model()

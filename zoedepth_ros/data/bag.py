@@ -12,6 +12,12 @@ Layout (docs/bag-layout.md has the full description):
 Messages of one frame carry identical headers, and each is logged at its header stamp.
 Bags are rosbag2 metadata version 9 (Jazzy), sqlite3 or mcap storage, written with rosbags.
 The messages built here are rosbags typestore messages, not rclpy ones.
+
+This is the one module that opens bags: evaluation, training and the replay read them through
+`read_frames` (stream), `FrameIndex` (random access), `read_depth_topic`, `message_count` and
+`read_metadata`. Camera images are decoded by `zoedepth_ros.image_codec`, as the depth node
+decodes them; depth images (ground truth, recorded predictions) by `decode_depth` and
+`decode_prediction` here.
 """
 
 from __future__ import annotations
@@ -186,11 +192,31 @@ def make_tf_static_msg(
     return ts.types[TF_MESSAGE](transforms=[stamped])
 
 
-def _raw_pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
-    """HxWxC array of a raw Image, honouring `step` row padding and `is_bigendian`."""
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+def decode_rgb(msg: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB of a camera Image or CompressedImage, decoded by `zoedepth_ros.image_codec`
+    (every encoding the node takes; `step` padding and `is_bigendian` honoured). The array is the
+    caller's own (never a view of the message buffer); an undecodable message is a BagError."""
+    from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
+
+    try:
+        rgb = decode_compressed_msg(msg) if msg.__msgtype__ == COMPRESSED_IMAGE else decode_image_msg(msg)
+    except ImageDecodeError as exc:
+        raise BagError(str(exc)) from None
+    return rgb if rgb.flags.owndata and rgb.flags.writeable else rgb.copy()
+
+
+_DEPTH_DTYPES = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}
+
+
+def _depth_pixels(msg: Any) -> np.ndarray:
+    """HxW array of a 32FC1 (float32) or 16UC1 (uint16) Image, honouring `step` row padding and
+    `is_bigendian`."""
+    dtype = _DEPTH_DTYPES.get(msg.encoding)
+    if dtype is None:
+        raise BagError(f"unsupported depth encoding {msg.encoding!r} (32FC1 or 16UC1)")
+    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * channels * dtype.itemsize
+    row_bytes = width * dtype.itemsize
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if step < row_bytes or buf.size < step * height:
         raise BagError(
@@ -198,38 +224,29 @@ def _raw_pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
             f"do not hold {row_bytes}-byte rows"
         )
     rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
-
-
-def decode_rgb(msg: Any) -> np.ndarray:
-    """HxWx3 uint8 RGB from an Image (rgb8, bgr8, rgba8, bgra8, mono8) or a CompressedImage."""
-    if msg.__msgtype__ == COMPRESSED_IMAGE:
-        import cv2
-
-        bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise BagError(f"cannot decode CompressedImage (format {msg.format!r})")
-        return np.ascontiguousarray(bgr[:, :, ::-1])
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
-    if channels is None:
-        raise BagError(f"unsupported RGB encoding {msg.encoding!r} (rgb8, bgr8, rgba8, bgra8, mono8)")
-    pixels = _raw_pixels(msg, np.uint8, channels)
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2)
-    rgb = pixels[:, :, :3]
-    return np.ascontiguousarray(rgb[:, :, ::-1] if msg.encoding.startswith("bgr") else rgb)
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
 
 
 def decode_depth(msg: Any) -> np.ndarray:
-    """HxW float32 metres from a 32FC1 (metres) or 16UC1 (millimetres) Image; everything that
-    is not a positive finite depth (NaN, +-inf, 0) becomes NaN."""
+    """HxW float32 metres of ground truth from a 32FC1 (metres) or 16UC1 (millimetres) Image;
+    everything that is not a positive finite depth (NaN, +-inf, 0) becomes NaN."""
+    depth = _depth_pixels(msg)
     if msg.encoding == "32FC1":
-        depth = _raw_pixels(msg, np.float32, 1)[:, :, 0]
         return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype(np.float32)
-    if msg.encoding == "16UC1":
-        mm = _raw_pixels(msg, np.uint16, 1)[:, :, 0]
-        return np.where(mm > 0, mm.astype(np.float32) / np.float32(1000.0), np.float32(np.nan))
-    raise BagError(f"unsupported depth encoding {msg.encoding!r} (32FC1 or 16UC1)")
+    return np.where(depth > 0, depth.astype(np.float32) / np.float32(1000.0), np.float32(np.nan))
+
+
+def decode_prediction(msg: Any) -> np.ndarray:
+    """HxW float32 metres of a predicted 32FC1 or 16UC1 depth image (a bag's or a live node's), for
+    scoring.
+
+    32FC1 values are kept as they are, so that the scorer treats them as the official code does
+    (NaN and -inf -> the protocol minimum, +inf -> its maximum); `decode_depth`, made for GT,
+    would turn +inf ("out of range", REP 118) into NaN and so into the minimum.
+    """
+    if msg.encoding == "32FC1":
+        return _depth_pixels(msg)
+    return decode_depth(msg)
 
 
 def encode_depth(depth: np.ndarray, gt_encoding: GtEncoding) -> np.ndarray:
@@ -417,6 +434,68 @@ def _check_bag_path(path: Path) -> None:
         raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
 
 
+def _damaged(path: Path, exc: BaseException) -> BagError:
+    return BagError(f"cannot read bag {path} (corrupt or truncated?): {exc}")
+
+
+def _open_reader(path: Path) -> Any:
+    """An open rosbags Reader of the bag at `path` (the only place bags are opened for reading);
+    BagError when there is no readable bag. The caller closes it."""
+    from rosbags.rosbag2 import Reader
+
+    _check_bag_path(path)
+    try:
+        reader = Reader(path)
+        reader.open()
+    except _reader_errors() as exc:
+        raise _damaged(path, exc) from exc
+    return reader
+
+
+def _topic_types(path: Path) -> dict[str, str]:
+    """topic -> message type of every topic of the bag."""
+    reader = _open_reader(path)
+    try:
+        return {topic: info.msgtype for topic, info in reader.topics.items()}
+    finally:
+        reader.close()
+
+
+def _listing(available: Mapping[str, str]) -> str:
+    return ", ".join(f"{t} [{m}]" for t, m in sorted(available.items())) or "no topics"
+
+
+def message_count(path: str | os.PathLike[str], topic: str) -> int:
+    """Messages the bag holds on `topic` (0 when it has no such topic), from its index: nothing
+    is deserialised."""
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        info = reader.topics.get(topic)
+        return 0 if info is None else int(info.msgcount)
+    finally:
+        reader.close()
+
+
+def _assemble(stamp: int, parts: dict[str, Any]) -> BagFrame:
+    """The BagFrame of one frame's messages (role -> message: image, camera_info, maybe depth)."""
+    info = parts["camera_info"]
+    rgb = decode_rgb(parts["image"])
+    depth = decode_depth(parts["depth"]) if "depth" in parts else None
+    if depth is not None and depth.shape != rgb.shape[:2]:
+        raise BagError(f"frame {stamp}: GT {depth.shape} and image {rgb.shape[:2]} sizes differ")
+    return BagFrame(
+        stamp_ns=stamp,
+        frame_id=parts["image"].header.frame_id,
+        rgb=rgb,
+        depth=depth,
+        K=np.asarray(info.k, dtype=np.float64).reshape(3, 3),
+        P=np.asarray(info.p, dtype=np.float64).reshape(3, 4),
+        width=int(info.width),
+        height=int(info.height),
+    )
+
+
 class FrameReader:
     """Iterable of the `BagFrame`s of an evaluation bag, paired by header stamp.
 
@@ -433,24 +512,9 @@ class FrameReader:
         self.unpaired: Counter[str] = Counter()
         self.roles = self._resolve_topics()
 
-    def _open(self) -> Any:
-        from rosbags.rosbag2 import Reader
-
-        _check_bag_path(self.path)
-        try:
-            reader = Reader(self.path)
-            reader.open()
-        except _reader_errors() as exc:
-            raise BagError(f"cannot read bag {self.path} (corrupt or truncated?): {exc}") from exc
-        return reader
-
     def _resolve_topics(self) -> dict[str, str]:
         """role -> topic, checking presence and message types."""
-        reader = self._open()
-        try:
-            available = {topic: info.msgtype for topic, info in reader.topics.items()}
-        finally:
-            reader.close()
+        available = _topic_types(self.path)
         image = self.topics.image if self.topics.image in available else self.topics.compressed_image
         wanted = {"image": image, "camera_info": self.topics.camera_info}
         if self.topics.depth is not None:
@@ -459,8 +523,7 @@ class FrameReader:
         if missing:
             if image in missing:
                 missing[missing.index(image)] = f"{self.topics.image} (or {self.topics.compressed_image})"
-            listing = ", ".join(f"{t} [{m}]" for t, m in sorted(available.items())) or "no topics"
-            raise BagError(f"bag {self.path} lacks topic(s) {', '.join(missing)}; it has {listing}")
+            raise BagError(f"bag {self.path} lacks topic(s) {', '.join(missing)}; it has {_listing(available)}")
         expected = {
             "image": (IMAGE, COMPRESSED_IMAGE),
             "camera_info": (CAMERA_INFO,),
@@ -477,7 +540,7 @@ class FrameReader:
         topic_roles = {topic: role for role, topic in self.roles.items()}
         ts = typestore()
         pending: dict[int, dict[str, Any]] = {}
-        reader = self._open()
+        reader = _open_reader(self.path)
         try:
             connections = [c for c in reader.connections if c.topic in topic_roles]
             for connection, _, raw in reader.messages(connections=connections):
@@ -492,36 +555,109 @@ class FrameReader:
                 if len(parts) == len(self.roles):
                     del pending[stamp]
                     self.frames += 1
-                    yield self._frame(stamp, parts)
+                    yield _assemble(stamp, parts)
         except _reader_errors() as exc:
-            raise BagError(f"cannot read bag {self.path} (corrupt or truncated?): {exc}") from exc
+            raise _damaged(self.path, exc) from exc
         finally:
             reader.close()
         for parts in pending.values():
             for role in parts:
                 self.unpaired[self.roles[role]] += 1
 
-    def _frame(self, stamp: int, parts: dict[str, Any]) -> BagFrame:
-        info = parts["camera_info"]
-        rgb = decode_rgb(parts["image"])
-        depth = decode_depth(parts["depth"]) if "depth" in parts else None
-        if depth is not None and depth.shape != rgb.shape[:2]:
-            raise BagError(f"frame {stamp}: GT {depth.shape} and image {rgb.shape[:2]} sizes differ")
-        return BagFrame(
-            stamp_ns=stamp,
-            frame_id=parts["image"].header.frame_id,
-            rgb=rgb,
-            depth=depth,
-            K=np.asarray(info.k, dtype=np.float64).reshape(3, 3),
-            P=np.asarray(info.p, dtype=np.float64).reshape(3, 4),
-            width=int(info.width),
-            height=int(info.height),
-        )
+
+class FrameIndex:
+    """The `BagFrame`s of an evaluation bag by position, read on demand: random access, so that a
+    bag larger than memory can be shuffled (training).
+
+    Creating it checks the topics as `FrameReader` does and that the bag holds complete frames
+    (as many image, camera info and GT messages; BagError otherwise). Frame i is the one of the
+    i-th camera info message, read at its log time (the layout logs every message of a frame at
+    its header stamp). The reader opens lazily in each process (data loader workers fork), so the
+    object pickles without its open database.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> None:
+        self.path = Path(path)
+        self.roles = FrameReader(self.path, topics).roles
+        reader = _open_reader(self.path)
+        try:
+            counts = {role: reader.topics[topic].msgcount for role, topic in self.roles.items()}
+            if len(set(counts.values())) != 1:
+                raise BagError(
+                    f"bag {self.path}: image, camera info and GT message counts differ ({counts}); "
+                    f"reading frames by position needs complete frames (re-convert the bag)")
+            info = [c for c in reader.connections if c.topic == self.roles["camera_info"]]
+            self.stamps: list[int] = [t for _, t, _ in reader.messages(connections=info)]
+        except _reader_errors() as exc:
+            raise _damaged(self.path, exc) from exc
+        finally:
+            reader.close()
+        self._reader: Any = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_reader": None, "_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def _open(self) -> Any:
+        if self._reader is None or self._pid != os.getpid():
+            self._reader = _open_reader(self.path)
+            self._pid = os.getpid()
+        return self._reader
+
+    def read(self, index: int) -> BagFrame:
+        """Frame `index` (BagError when one of its messages is missing or cannot be decoded)."""
+        stamp = self.stamps[index]
+        topic_roles = {topic: role for role, topic in self.roles.items()}
+        reader = self._open()
+        ts = typestore()
+        parts: dict[str, Any] = {}
+        try:
+            connections = [c for c in reader.connections if c.topic in topic_roles]
+            for connection, _, raw in reader.messages(connections=connections, start=stamp, stop=stamp + 1):
+                parts.setdefault(topic_roles[connection.topic], ts.deserialize_cdr(raw, connection.msgtype))
+        except _reader_errors() as exc:
+            raise _damaged(self.path, exc) from exc
+        missing = [topic for role, topic in self.roles.items() if role not in parts]
+        if missing:
+            raise BagError(f"bag {self.path}: frame {index} (stamp {stamp}) lacks {', '.join(missing)}")
+        try:
+            return _assemble(stamp, parts)
+        except BagError as exc:
+            raise BagError(f"bag {self.path}: frame {index} (stamp {stamp}): {exc}") from None
 
 
 def read_frames(path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> FrameReader:
     """Frames of an evaluation bag; iterate it, then read `.frames` and `.unpaired`."""
     return FrameReader(path, topics)
+
+
+def read_depth_topic(path: str | os.PathLike[str], topic: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(header stamp, `decode_prediction` of the image) of each 32FC1 / 16UC1 image on `topic`.
+    The topic is checked when this is called, the messages are read lazily."""
+    path = Path(path)
+    available = _topic_types(path)
+    if topic not in available:
+        raise BagError(f"bag {path} has no prediction topic {topic}; it has {_listing(available)}")
+    if available[topic] != IMAGE:
+        raise BagError(f"bag {path}: prediction topic {topic} is {available[topic]}, expected {IMAGE} (32FC1 or 16UC1)")
+
+    def messages() -> Iterator[tuple[int, np.ndarray]]:
+        ts = typestore()
+        reader = _open_reader(path)
+        try:
+            connections = [c for c in reader.connections if c.topic == topic]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = ts.deserialize_cdr(raw, connection.msgtype)
+                yield stamp_to_ns(msg.header), decode_prediction(msg)
+        except _reader_errors() as exc:
+            raise _damaged(path, exc) from exc
+        finally:
+            reader.close()
+
+    return messages()
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -1,94 +1,17 @@
 """`zoedepth-ros convert nyu|kitti`: benchmark datasets to evaluation bags (docs/evaluation.md).
 
-The converters (convert_nyu.py, convert_kitti.py) check that every input file exists before a
-bag is started, then stream frames into a `BagWriter`, which renames the bag into place only
-when the last frame is written: a failure or Ctrl-C leaves no bag behind.
-Frames get 10 Hz stamps in split order (frame i at START_STAMP_NS + i * 100 ms), so the i-th
-frame of a bag is the i-th entry of its split; `evaluate` reports frames by that index.
+The conversions themselves are convert_nyu.py and convert_kitti.py, on the shared file and bag
+helpers of dataset_io.py (atomic bags, 10 Hz stamps in split order).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
-import numpy as np
-
-from zoedepth_ros.data.bag import BagFrame, BagWriter
-from zoedepth_ros.data.synth import FRAME_ID, FRAME_PERIOD_NS, START_STAMP_NS
-from zoedepth_ros.errors import ZoeDepthError
-
-# Keeps the error readable when a whole drive or scene is missing.
-MAX_LISTED_MISSING = 5
-
-
-class ConvertError(ZoeDepthError):
-    """A dataset that cannot be converted: missing or unreadable files, bad split files."""
-
-
-def require_files(paths: Iterable[Path], what: str) -> None:
-    """ConvertError naming the first missing files (and how many in all) unless all exist."""
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        listed = ", ".join(str(p) for p in missing[:MAX_LISTED_MISSING])
-        more = f" and {len(missing) - MAX_LISTED_MISSING} more" if len(missing) > MAX_LISTED_MISSING else ""
-        raise ConvertError(f"{len(missing)} {what} missing: {listed}{more}")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file."""
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ConvertError(f"cannot read image {path} (missing, truncated or not an image)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def read_depth_png(path: Path, scale: float) -> np.ndarray:
-    """Metres (float32, NaN = no GT) of a uint16 depth PNG storing value = depth * scale, 0 invalid."""
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ConvertError(f"cannot read depth PNG {path} (missing, truncated or not an image)")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise ConvertError(f"{path}: expected a single-channel 16-bit PNG, got {raw.dtype} {raw.shape}")
-    return depth_from_uint16(raw, scale)
-
-
-def depth_from_uint16(raw: np.ndarray, scale: float) -> np.ndarray:
-    """Metres (float32, NaN where 0) of integer GT storing depth * scale."""
-    # The official loaders divide in float32; doing the same keeps GT bit-identical to theirs.
-    return np.where(raw > 0, raw.astype(np.float32) / np.float32(scale), np.float32(np.nan))
-
-
-def write_bag(
-    out: Path,
-    frames: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
-    count: int,
-    metadata: Mapping[str, str],
-    *,
-    desc: str,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    progress: bool = True,
-) -> int:
-    """Write (rgb, depth, K, P) tuples as frames 0, 1, ... of a bag; returns the frame count."""
-    from tqdm import tqdm
-
-    with BagWriter(
-        out, storage=storage, image_format=image_format, gt_encoding=gt_encoding,  # type: ignore[arg-type]
-        metadata=metadata, overwrite=overwrite,
-    ) as writer:  # fmt: skip
-        for index, (rgb, depth, K, P) in enumerate(tqdm(frames, total=count, desc=desc, unit="frame", disable=not progress)):
-            if depth.shape != rgb.shape[:2]:
-                raise ConvertError(f"{desc} frame {index}: depth {depth.shape} and image {rgb.shape[:2]} sizes differ")
-            writer.write(BagFrame(START_STAMP_NS + index * FRAME_PERIOD_NS, FRAME_ID, rgb, depth, K, P))
-    return writer.frames_written
+from zoedepth_ros.data.convert_kitti import convert_kitti
+from zoedepth_ros.data.convert_nyu import convert_nyu_labeled, convert_nyu_official
+from zoedepth_ros.data.dataset_io import ConvertError
 
 
 def _positive(text: str) -> int:
@@ -169,8 +92,6 @@ def _report(path: Path, frames: int, extra: str = "") -> int:
 
 
 def _run_nyu(args: argparse.Namespace) -> int:
-    from zoedepth_ros.data.convert_nyu import convert_nyu_labeled, convert_nyu_official
-
     if args.labeled is not None:
         if args.splits is None:
             raise ConvertError("--labeled needs --splits (splits.mat, or a text file of 1-based indices)")
@@ -185,8 +106,6 @@ def _run_nyu(args: argparse.Namespace) -> int:
 
 
 def _run_kitti(args: argparse.Namespace) -> int:
-    from zoedepth_ros.data.convert_kitti import convert_kitti
-
     frames, without_gt = convert_kitti(
         args.raw_root, args.gt_root, args.split_file, args.out,
         split_name=args.split_name, kb_crop_frames=args.kb_crop, **_bag_kwargs(args),

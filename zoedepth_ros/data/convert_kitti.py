@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.data.convert import ConvertError, read_depth_png, read_rgb, require_files, write_bag
+from zoedepth_ros.data.dataset_io import ConvertError, read_depth_png, read_rgb, require_files, write_bag
 from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop
 
 GT_SCALE = 256.0

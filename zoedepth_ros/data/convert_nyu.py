@@ -25,7 +25,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from zoedepth_ros.data.convert import ConvertError, depth_from_uint16, read_depth_png, read_rgb, require_files, write_bag
+from zoedepth_ros.data.dataset_io import ConvertError, depth_from_uint16, read_depth_png, read_rgb, require_files, write_bag
 from zoedepth_ros.data.synth import NYU_CENTER, NYU_FOCAL, NYU_SIZE
 from zoedepth_ros.eval.protocols import get_protocol
 

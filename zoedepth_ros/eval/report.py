@@ -1,4 +1,4 @@
-"""report.md and its plots for `zoedepth-ros evaluate`.
+"""report.md and its plots for `zoedepth-ros evaluate` (written by `results.write_results`).
 
 Figures are drawn on bare matplotlib `Figure`s (Agg canvas, no pyplot state), so reports can be
 written from any thread, a node's included, without a display. Every file is written atomically.
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from zoedepth_ros.colormap import colorize
 from zoedepth_ros.eval.metrics import METRIC_NAMES
+from zoedepth_ros.eval.scoring import HISTOGRAM_EDGES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from zoedepth_ros.eval.evaluate import BagEvaluation, WorstFrame
+    from zoedepth_ros.eval.scoring import BagEvaluation, WorstFrame
 
 HISTOGRAM_PNG = "error_histogram.png"
 PER_FRAME_PNG = "per_frame_abs_rel.png"
@@ -52,8 +52,6 @@ def _png(fig: Figure) -> bytes:
 def error_histogram_png(evaluations: Sequence[BagEvaluation]) -> bytes:
     """Share of valid pixels per signed relative error bin, over all bags."""
     from matplotlib.figure import Figure
-
-    from zoedepth_ros.eval.evaluate import HISTOGRAM_EDGES
 
     counts = np.sum([e.histogram for e in evaluations], axis=0) if evaluations else np.zeros(len(HISTOGRAM_EDGES) - 1)
     total = counts.sum()
@@ -96,6 +94,8 @@ def worst_frames_png(worst: Sequence[WorstFrame]) -> bytes:
     """One row per frame: image, prediction, ground truth (same depth colours), relative error."""
     import matplotlib
     from matplotlib.figure import Figure
+
+    from zoedepth_ros.colormap import colorize
 
     error_cmap = matplotlib.colormaps["magma"].with_extremes(bad="black")
     height, width = worst[0].gt.shape

@@ -7,6 +7,7 @@ import importlib
 
 _EXPORTS = {
     "BinHeadConfig": ".config", "PRESETS": ".config", "ZoeDepthConfig": ".config", "tiny_config": ".config",
+    "ARCH_NAMES": ".config", "config_from_arch": ".config",
     "CheckpointError": ".checkpoint", "load_model": ".checkpoint", "save_checkpoint": ".checkpoint",
     "DepthEstimator": ".estimator", "DepthPrediction": ".estimator",
     "ZoeDepth": ".zoedepth", "ZoeDepthOutput": ".zoedepth",

@@ -27,6 +27,8 @@ import torch
 
 from .config import PRESETS, BinHeadConfig, ZoeDepthConfig
 from ..errors import ZoeDepthError
+from .hf_hub import parse_repo, resolve_cached
+from .weights import WeightsError, resolve_preset
 from .zoedepth import ZoeDepth
 
 FORMAT_KEY = "zoedepth_ros.format"
@@ -418,9 +420,6 @@ def load_model(source: str | os.PathLike, map_location: str | torch.device = "cp
 
 def _resolve_name(source: str) -> Path:
     """A preset in the project's weights cache, or a repository in huggingface_hub's cache."""
-    from .hf_hub import parse_repo, resolve_cached
-    from .weights import WeightsError, resolve_preset
-
     if source in PRESETS:
         try:
             return resolve_preset(source)

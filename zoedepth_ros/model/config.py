@@ -135,3 +135,26 @@ def tiny_config(kind: str = "NK", **overrides) -> ZoeDepthConfig:
     small["projector_mlp_dim"] = 16 if base.routed else 32
     small.update(overrides)
     return base.replace(**small)
+
+
+# Architecture names: the presets, and their small variants (tests, demos, benchmarks of overhead).
+TINY_KINDS = ("N", "K", "NK")
+ARCH_NAMES: tuple[str, ...] = (*PRESETS, *(f"tiny-{kind}" for kind in TINY_KINDS))
+
+
+def config_from_arch(name: str, **overrides) -> ZoeDepthConfig:
+    """The architecture called `name`, with `overrides` (ZoeDepthConfig fields, as from_dict reads
+    them: lists for tuples, mappings for heads) changed from it.
+
+    Names: a preset (`ZoeD_M12_N`, `ZoeD_M12_K`, `ZoeD_M12_NK`) or `tiny-N`, `tiny-K`, `tiny-NK`
+    (tiny_config; the kind in any case). Raises ValueError for an unknown name, and ValueError or
+    TypeError (from from_dict) for overrides that are not a valid ZoeDepthConfig.
+    """
+    kind = name[len("tiny-"):] if name.startswith("tiny-") else None
+    if name in PRESETS:
+        base = PRESETS[name]
+    elif kind is not None and kind.upper() in TINY_KINDS:
+        base = tiny_config(kind)
+    else:
+        raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(ARCH_NAMES)}")
+    return ZoeDepthConfig.from_dict({**base.to_dict(), **overrides})

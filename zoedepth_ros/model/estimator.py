@@ -40,6 +40,7 @@ class DepthPrediction:
     std: np.ndarray | None  # (H, W) float32 std of the per-pixel depth distribution (with_std)
     domain: str | None  # head the router chose ("nyu", "kitti"); None for single-head models
     domain_logits: np.ndarray | None
+    forward_s: float  # the model forward of the batch it ran in (pre- and post-processing excluded)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -113,7 +114,6 @@ class DepthEstimator:
         self.precision, self.flip_tta, self.pad, self.mode = precision, flip_tta, pad, mode
         self.head_names = self.model.config.head_names
         self.compiled = compile
-        self.last_forward_s: float | None = None  # the model forward of the last batch (pre/post excluded)
         self._forward = compile_model(self.model, self.device, compile_backend) if compile else self.model
 
     def predict(self, rgb: np.ndarray, with_std: bool = False) -> DepthPrediction:
@@ -146,7 +146,7 @@ class DepthEstimator:
             out = self._forward(x, return_bins=with_std)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # post-processing waits for the result anyway
-        self.last_forward_s = time.perf_counter() - started
+        forward_s = time.perf_counter() - started
         depth = out.metric_depth[:rows].float()
         std = out.depth_std()[:rows] if with_std else None
         logits = out.domain_logits[:rows] if out.domain_logits is not None else None
@@ -163,6 +163,7 @@ class DepthEstimator:
                 std=results[1][i] if results[1] is not None else None,
                 domain=self.head_names[domains[i]] if len(self.head_names) > 1 else None,
                 domain_logits=logits_np[i] if logits_np is not None else None,
+                forward_s=forward_s,
             )
             for i in range(n)
         ]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoedepth_ros.data.bag import BagError, decode_depth, decode_rgb, read_frames, read_metadata, typestore
+from zoedepth_ros.data.bag import BagError, FrameIndex, read_metadata
 from zoedepth_ros.errors import ZoeDepthError
 from zoedepth_ros.eval.protocols import Protocol, get_protocol, kb_crop
 
@@ -49,67 +49,27 @@ class DataError(ZoeDepthError):
 
 
 class BagSource:
-    """Frames of one evaluation bag, by index. The reader opens lazily in each process (loader
-    workers fork), so the object pickles without its open database."""
+    """Frames of one evaluation bag, by index (`FrameIndex`: its reader opens lazily in each process,
+    as loader workers fork, so the object pickles without its open database)."""
 
     def __init__(self, path: str | os.PathLike):
-        from rosbags.rosbag2 import Reader, ReaderError
-
         self.path = Path(path)
         try:
             self.protocol = Protocol.from_metadata(read_metadata(self.path))
-            roles = read_frames(self.path).roles  # checks the layout's topics and types
+            self._frames = FrameIndex(self.path)  # checks the layout's topics and complete frames
         except (BagError, ValueError) as exc:
             raise DataError(f"training/validation bag {self.path}: {exc}") from None
-        self._topics = {"image": roles["image"], "depth": roles["depth"]}
-        reader = Reader(self.path)
-        try:
-            reader.open()
-            by_topic = {c.topic: c for c in reader.connections}
-            counts = {role: by_topic[topic].msgcount for role, topic in roles.items()}
-            if len(set(counts.values())) != 1:
-                raise DataError(
-                    f"bag {self.path}: image, camera info and GT message counts differ ({counts}); "
-                    f"training needs complete frames (re-convert the bag)")
-            self._stamps = [t for _, t, _ in reader.messages(connections=[by_topic[roles["camera_info"]]])]
-        except (ReaderError, OSError) as exc:
-            raise DataError(f"cannot read bag {self.path}: {exc}") from None
-        finally:
-            reader.close()
-        self._reader = None
-        self._pid = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_reader": None, "_pid": None}
 
     def __len__(self) -> int:
-        return len(self._stamps)
-
-    def _open(self):
-        if self._reader is None or self._pid != os.getpid():
-            from rosbags.rosbag2 import Reader
-
-            self._reader = Reader(self.path)
-            self._reader.open()
-            self._pid = os.getpid()
-            self._connections = [c for c in self._reader.connections if c.topic in self._topics.values()]
-        return self._reader
+        return len(self._frames)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(RGB HxWx3 uint8, GT HxW float32 metres, NaN invalid) of frame `index`."""
-        stamp = self._stamps[index]
-        reader = self._open()
-        messages = {}
-        # The layout logs every message of a frame at its header stamp.
-        for connection, _, raw in reader.messages(connections=self._connections, start=stamp, stop=stamp + 1):
-            messages[connection.topic] = typestore().deserialize_cdr(raw, connection.msgtype)
-        missing = [topic for topic in self._topics.values() if topic not in messages]
-        if missing:
-            raise DataError(f"bag {self.path}: frame {index} (stamp {stamp}) lacks {', '.join(missing)}")
         try:
-            return decode_rgb(messages[self._topics["image"]]), decode_depth(messages[self._topics["depth"]])
+            frame = self._frames.read(index)
         except BagError as exc:
-            raise DataError(f"bag {self.path}: frame {index} (stamp {stamp}): {exc}") from None
+            raise DataError(str(exc)) from None
+        return frame.rgb, frame.depth
 
     def __str__(self) -> str:
         return str(self.path)

@@ -38,16 +38,16 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from zoedepth_ros.argtypes import positive_float
+from zoedepth_ros.argtypes import at_least, positive_float
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
-from zoedepth_ros.data.bag import BagFrame, FrameReader, read_frames, read_metadata
+from zoedepth_ros.data.bag import BagFrame, FrameReader, decode_prediction, message_count, read_frames, read_metadata
 from zoedepth_ros.data.convert_kitti import kb_crop_projection
 from zoedepth_ros.errors import ZoeDepthError
-from zoedepth_ros.eval.evaluate import (
-    DEFAULT_WORST, BagEvaluation, _at_least, _print_summary, bag_protocol, decode_prediction, write_results,
-)
+from zoedepth_ros.eval.evaluate import bag_protocol, print_summary
 from zoedepth_ros.eval.protocols import PROTOCOLS, kb_crop
-from zoedepth_ros.node import _image_msg
+from zoedepth_ros.eval.results import write_results
+from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation
+from zoedepth_ros.ros.messages import image_msg
 
 NODE_NAME = "zoedepth_replay"
 RATE_MODES = ("lockstep", "recorded", "fixed")
@@ -194,15 +194,12 @@ class ReplayNode(Node):
         header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
         intrinsics = Intrinsics(width, height, tuple(map(float, K.flat)), tuple(map(float, P.flat)))
         self.info_pub.publish(depth_camera_info(intrinsics, header))
-        self.image_pub.publish(_image_msg(header, rgb, "rgb8"))
+        self.image_pub.publish(image_msg(header, rgb, "rgb8"))
 
 
 def _frame_total(frames: FrameReader) -> int:
     """Image messages in the bag: the progress bar's total (frames unless some are unpaired)."""
-    from rosbags.rosbag2 import Reader
-
-    with Reader(frames.path) as reader:
-        return reader.topics[frames.roles["image"]].msgcount
+    return message_count(frames.path, frames.roles["image"])
 
 
 def replay(node: ReplayNode, executor, frames: FrameReader, pairing: Pairing, settings: ReplaySettings, crop: bool,
@@ -295,7 +292,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-topic", default="image", metavar="TOPIC", help="where to publish the images (default image)")
     p.add_argument("--camera-info-topic", default="camera_info", metavar="TOPIC", help="where to publish camera info (default camera_info)")
     p.add_argument("--depth-topic", default="depth/image", metavar="TOPIC", help="the node's depth output (default depth/image)")
-    p.add_argument("--worst", type=_at_least(0), default=DEFAULT_WORST, help=f"worst frames shown in the report (default {DEFAULT_WORST})")
+    p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST, help=f"worst frames shown in the report (default {DEFAULT_WORST})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -354,7 +351,7 @@ def run_replay(args: argparse.Namespace, ros_argv: list[str]) -> int:
     reasons = ", ".join(f"{reason} {n}" for reason, n in pairing.rejections.most_common())
     if reasons:
         print(f"the depth node rejected frames: {reasons} (its log says why)", file=sys.stderr)
-    _print_summary(summary, 1, args.out)
+    print_summary(summary, 1, args.out)
     if not complete:
         print("interrupted: the outputs hold the frames scored so far (\"complete\": false)", file=sys.stderr)
         return 130

@@ -1,0 +1,153 @@
+"""The depth node's parameters: one table (default, description, allowed values, the lifecycle
+transition a change waits for), the typed snapshot the worker thread reads, validation, and the
+descriptors the node declares them with."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class _Param:
+    default: object
+    description: str
+    choices: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None
+    applies_on: str = ""  # "configure"/"activate" when changing it takes a lifecycle transition
+    read_only: bool = False
+
+
+PARAMETERS: dict[str, _Param] = {
+    "model": _Param(
+        "ZoeD_M12_NK",
+        "Model: a preset (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K) from the local weights cache, or the "
+        "path of an official .pt, a Hugging Face directory or a project .safetensors checkpoint.",
+        applies_on="configure",
+    ),
+    "device": _Param("auto", "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
+                     applies_on="configure"),
+    "precision": _Param("fp32", "Inference precision; bf16/fp16 use autocast on the device.",
+                        choices=("fp32", "bf16", "fp16"), applies_on="configure"),
+    "flip_tta": _Param(False, "Average with the prediction of the mirrored image (twice the compute).",
+                       applies_on="configure"),
+    "compile": _Param(False, "Run the model through torch.compile (static shapes: the first frame of a camera "
+                             "size compiles, minutes for the full model on CPU; later frames are faster).",
+                      applies_on="configure"),
+    "mode": _Param("infer", "Pre- and post-processing: infer (keep-aspect resize, bicubic upsampling, for "
+                            "cameras) or eval (the official evaluation's stretch to the network size and "
+                            "bilinear upsampling, to reproduce `zoedepth-ros evaluate --model` with flip_tta).",
+                   choices=("infer", "eval"), applies_on="configure"),
+    "min_depth": _Param(0.1, "Depth below this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
+    "max_depth": _Param(80.0, "Depth above this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
+    "publish_points": _Param(True, "Publish depth/points (needs camera_info or fallback_hfov_deg)."),
+    "points_stride": _Param(1, "Cloud decimation: every Nth row and column; the cloud stays organized.",
+                            range=(1, 64)),
+    "points_color": _Param(False, "Add the packed rgb field (from the input image) to depth/points."),
+    "publish_colormap": _Param(True, "Publish depth/colormap, a viewable rgb8 rendering of the depth."),
+    "colormap_fixed_range": _Param(False, "Colour depth over [colormap_min, colormap_max] (stable "
+                                          "colours) instead of each frame's own range."),
+    "colormap_min": _Param(0.5, "Near end (metres) of the fixed colormap range.", range=(0.0, 1000.0)),
+    "colormap_max": _Param(10.0, "Far end (metres) of the fixed colormap range.", range=(0.0, 1000.0)),
+    "publish_uncertainty": _Param(False, "Publish depth/uncertainty: 32FC1 standard deviation (metres) "
+                                         "of the per-pixel depth distribution (extra compute)."),
+    "publish_depth_mm": _Param(False, "Also publish depth/image_mm: 16UC1 millimetres, 0 = invalid."),
+    "input_reliability": _Param(
+        "auto", "Reliability of the image subscription. auto: reliable when every image publisher offers "
+                "reliable, best effort otherwise (re-evaluated as publishers come and go); reliable; "
+                "best_effort. A qos_overrides.<image topic>.subscription.reliability parameter takes precedence.",
+        choices=("auto", "reliable", "best_effort")),
+    "input_transport": _Param("raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+                                     "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed'.",
+                              choices=("raw", "compressed"), applies_on="activate"),
+    "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
+                                           "or the JPEG/PNG header) are rejected before anything is decoded "
+                                           "or allocated.", range=(1, 1 << 30)),
+    "new_sequence_after_s": _Param(1.0, "After this many seconds without an admitted image, the next one starts "
+                                        "a new sequence: its stamp is not compared with the previous one's (a "
+                                        "replayed or looping bag, a restarted driver). A new publisher does too.",
+                                   range=(0.0, 3600.0)),
+    "camera_info_timeout_s": _Param(5.0, "Warn (log and /diagnostics) when images arrive but no valid "
+                                         "camera_info came for this long; the last one stays in use. "
+                                         "0 disables the warning.", range=(0.0, 3600.0)),
+    "fallback_hfov_deg": _Param(0.0, "Without camera_info, guess a pinhole camera with this horizontal "
+                                     "field of view (degrees) for depth/camera_info and depth/points; "
+                                     "0 disables the guess.", range=(0.0, 179.0)),
+    "autostart": _Param(True, "Configure and activate at startup (otherwise wait for lifecycle "
+                              "transitions).", read_only=True),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A consistent snapshot of the parameters, swapped atomically for the worker thread: one field
+    per entry of PARAMETERS, in its order, typed as its default."""
+
+    model: str
+    device: str
+    precision: str
+    flip_tta: bool
+    compile: bool
+    mode: str
+    min_depth: float
+    max_depth: float
+    publish_points: bool
+    points_stride: int
+    points_color: bool
+    publish_colormap: bool
+    colormap_fixed_range: bool
+    colormap_min: float
+    colormap_max: float
+    publish_uncertainty: bool
+    publish_depth_mm: bool
+    input_reliability: str
+    input_transport: str
+    max_image_pixels: int
+    new_sequence_after_s: float
+    camera_info_timeout_s: float
+    fallback_hfov_deg: float
+    autostart: bool
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    """The descriptor parameter `name` is declared with: its description, choices and the
+    transition a change waits for in words, its range, read-only."""
+    spec = PARAMETERS[name]
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    if spec.applies_on:
+        text += f" Takes effect on the next {spec.applies_on} transition."
+    declared = ParameterDescriptor(name=name, description=text, read_only=spec.read_only)
+    if spec.range is not None:
+        if isinstance(spec.default, int):
+            declared.integer_range = [IntegerRange(from_value=spec.range[0], to_value=spec.range[1], step=1)]
+        else:
+            declared.floating_point_range = [FloatingPointRange(from_value=spec.range[0], to_value=spec.range[1])]
+    return declared
+
+
+def validate(changes: dict[str, object], current: dict[str, object]) -> str | None:
+    """Why `changes` (name -> new value) cannot be applied on top of `current`, or None."""
+    for name, value in changes.items():
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            continue
+        if spec.choices and value not in spec.choices:
+            return f"{name} must be one of {', '.join(spec.choices)}, not '{value}'"
+        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+            return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], not {value}"
+    if "device" in changes and not DEVICE_PATTERN.match(str(changes["device"])):
+        return f"device must be auto, cpu, cuda or cuda:N, not '{changes['device']}'"
+    if "model" in changes and not str(changes["model"]).strip():
+        return "model must name a preset or a checkpoint path"
+    merged = {**current, **changes}
+    if not merged["min_depth"] < merged["max_depth"]:
+        return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"
+    if not merged["colormap_min"] < merged["colormap_max"]:
+        return f"colormap_min ({merged['colormap_min']}) must be below colormap_max ({merged['colormap_max']})"
+    return None
