@@ -1,5 +1,6 @@
 # Set-up and checks for zoedepth_ros. The entry points start from a bare clone:
-#   make test         create/reuse .venv from the pinned requirements, then run the test suite
+#   make test         create/reuse .venv from the pinned requirements, lint (ruff check, ruff.toml),
+#                     then run the test suite
 #   make demo         create/reuse .venv, then run the demo
 #   make test-jazzy   create/reuse .venv-jazzy (what a Jazzy robot runs: Python 3.12, numpy 1.26,
 #                     OpenCV 4.x; requirements/jazzy.txt), then run the test suite in it
@@ -31,7 +32,7 @@ JAZZY_TEST_ENV := PATH="$(CURDIR)/$(VENV_JAZZY)/bin:$$PATH" PYTHONDONTWRITEBYTEC
 .PHONY: help venv venv-jazzy test test-jazzy demo demo-model clean-venv
 
 help:
-	@echo "make test         set up .venv (pinned requirements) and run the test suite"
+	@echo "make test         set up .venv (pinned requirements), run ruff, then the test suite"
 	@echo "make demo         set up .venv and run the demo"
 	@echo "make test-jazzy   set up .venv-jazzy (Python 3.12, numpy 1.26, OpenCV 4.x, as on a Jazzy robot) and run the test suite"
 
@@ -63,7 +64,9 @@ venv:
 venv-jazzy:
 	@$(call setup_venv,$(VENV_JAZZY),$(PYTHON_JAZZY),requirements/jazzy.txt,$(JAZZY_STAMP_INPUTS))
 
+# Lint first (ruff.toml; seconds), then the suite. test-jazzy lints nothing: same code, same ruff.
 test: venv
+	$(VPY) -m ruff check .
 	$(TEST_ENV) $(VPY) -m pytest -q test
 
 # The robot's side. First the README's robot command (pip install -r requirements/robot.txt) over

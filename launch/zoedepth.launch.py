@@ -68,8 +68,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its outputs"),
         DeclareLaunchArgument("model", default_value="",
                               description="Preset name or checkpoint path; empty: the params file's"),
-        DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: the params file's"),
-        DeclareLaunchArgument("precision", default_value="", description="fp32, bf16 or fp16; empty: the params file's"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="auto, cpu, cuda or cuda:N; empty: the params file's"),
+        DeclareLaunchArgument("precision", default_value="",
+                              description="fp32, bf16 or fp16; empty: the params file's"),
         DeclareLaunchArgument("input_reliability", default_value="",
                               description="Image subscription reliability: auto (follow the camera's publisher), "
                                           "reliable or best_effort; empty: the params file's (auto)"),
@@ -77,8 +79,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="Node parameters (YAML)"),
         # --show-args prints a substitution's repr, not its value: the description says what it is.
         DeclareLaunchArgument("dds_profile",
-                              default_value=EnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
-                                  [share, "config", "fastdds_large_images.xml"])),
+                              default_value=EnvironmentVariable(
+                                  "FASTRTPS_DEFAULT_PROFILES_FILE",
+                                  default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])),
                               description="Fast DDS XML profile of the node; none: Fast DDS defaults. Default: "
                                           "$FASTRTPS_DEFAULT_PROFILES_FILE when set, else "
                                           "share/zoedepth_ros/config/fastdds_large_images.xml (whole images "

@@ -34,7 +34,8 @@ def hf_config(kind: str, full: bool = False):
                   num_patch_transformer_layers=4, patch_transformer_hidden_size=128,
                   patch_transformer_intermediate_size=1024 if full else 256, patch_transformer_num_attention_heads=4)
     elif kind == "K":
-        kw.update(bin_centers_type="normed", bin_configurations=[{"n_bins": 64 if full else 16, "min_depth": 1e-3, "max_depth": 80.0}])
+        kw.update(bin_centers_type="normed",
+                  bin_configurations=[{"n_bins": 64 if full else 16, "min_depth": 1e-3, "max_depth": 80.0}])
     else:
         kw.update(bin_configurations=[{"n_bins": 64 if full else 16, "min_depth": 1e-3, "max_depth": 10.0}])
     return ZoeDepthConfig(**kw)
@@ -85,23 +86,30 @@ def hf_to_official(state: dict, hidden: int) -> dict:
             rest = (rest.replace("lambda_1", "gamma_1").replace("lambda_2", "gamma_2")
                     .replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
                     .replace("attention.o_proj", "attn.proj")
-                    .replace("relative_position_bias.relative_position_bias_table", "attn.relative_position_bias_table"))
+                    .replace("relative_position_bias.relative_position_bias_table",
+                             "attn.relative_position_bias_table"))
             out[blk + rest] = value
             continue
         rules = [
             (r"backbone\.beit\.embeddings\.cls_token", "core.core.pretrained.model.cls_token"),
-            (r"backbone\.beit\.embeddings\.patch_embeddings\.projection\.", "core.core.pretrained.model.patch_embed.proj."),
-            (r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.", lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.0.project.0."),
-            (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.", lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.3."),
-            (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.", lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.4."),
+            (r"backbone\.beit\.embeddings\.patch_embeddings\.projection\.",
+             "core.core.pretrained.model.patch_embed.proj."),
+            (r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\.",
+             lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.0.project.0."),
+            (r"neck\.reassemble_stage\.layers\.(\d)\.projection\.",
+             lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.3."),
+            (r"neck\.reassemble_stage\.layers\.(\d)\.resize\.",
+             lambda m: f"core.core.pretrained.act_postprocess{int(m[1]) + 1}.4."),
             (r"neck\.convs\.(\d)\.", lambda m: f"core.core.scratch.layer{int(m[1]) + 1}_rn."),
             (r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\.",
              lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.resConfUnit{m[2]}.conv{m[3]}."),
-            (r"neck\.fusion_stage\.layers\.(\d)\.projection\.", lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.out_conv."),
+            (r"neck\.fusion_stage\.layers\.(\d)\.projection\.",
+             lambda m: f"core.core.scratch.refinenet{4 - int(m[1])}.out_conv."),
             (r"relative_head\.conv(\d)\.", lambda m: f"core.core.scratch.output_conv.{2 * int(m[1]) - 2}."),
             (r"metric_head\.patch_transformer\.transformer_encoder\.(\d)\.self_attn\.(query|key|value)\.(weight|bias)",
              lambda m: f"#router{m[1]}#{m[2]}#{m[3]}"),
-            (r"metric_head\.patch_transformer\.transformer_encoder\.(\d)\.", r"patch_transformer.transformer_encoder.layers.\1."),
+            (r"metric_head\.patch_transformer\.transformer_encoder\.(\d)\.",
+             r"patch_transformer.transformer_encoder.layers.\1."),
             (r"metric_head\.patch_transformer\.", "patch_transformer."),
             (r"metric_head\.mlp_classifier\.linear(\d)\.", lambda m: f"mlp_classifier.{2 * int(m[1]) - 2}."),
             (r"metric_head\.(seed_projector|seed_bin_regressor|seed_bin_regressors\.\w+|projectors\.\d|attractors\.\d|attractors\.\w+\.\d)\.conv(\d)\.",
@@ -130,12 +138,14 @@ def hf_to_official(state: dict, hidden: int) -> dict:
     blocks = {k.split(".")[5] for k in out if k.startswith("core.core.pretrained.model.blocks.")}
     n_tokens = 24 * 24 + 1
     for i in blocks:
-        out[f"core.core.pretrained.model.blocks.{i}.attn.relative_position_index"] = torch.zeros(n_tokens, n_tokens, dtype=torch.long)
+        out[f"core.core.pretrained.model.blocks.{i}.attn.relative_position_index"] = torch.zeros(
+            n_tokens, n_tokens, dtype=torch.long)
     out["core.core.pretrained.model.fc_norm.weight"] = torch.ones(hidden)
     out["core.core.pretrained.model.fc_norm.bias"] = torch.zeros(hidden)
     out["core.core.pretrained.model.head.weight"] = torch.zeros(1000, hidden)
     out["core.core.pretrained.model.head.bias"] = torch.zeros(1000)
-    for key in [k for k in out if k.endswith("conditional_log_binomial.mlp.0.weight") or re.search(r"conditional_log_binomial\.\w+\.mlp\.0\.weight$", k)]:
+    for key in [k for k in out if k.endswith("conditional_log_binomial.mlp.0.weight")
+                or re.search(r"conditional_log_binomial\.\w+\.mlp\.0\.weight$", k)]:
         prefix = key[: -len("mlp.0.weight")]
         out[prefix + "log_binomial_transform.k_idx"] = torch.arange(64).view(1, -1, 1, 1)
         out[prefix + "log_binomial_transform.K_minus_1"] = torch.tensor([63]).view(1, -1, 1, 1)

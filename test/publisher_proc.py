@@ -57,7 +57,8 @@ def main() -> int:
         rgb = block_image(args.height, args.width, command.get("seed", 0))
         msg = image_message(rgb, command.get("encoding", "rgb8"), command.get("padding", 0), command.get("compressed"))
         image_publisher = publishers["compressed" if command.get("compressed") else "raw"]
-        wait_until(lambda: image_publisher.get_subscription_count() > 0, timeout=command.get("wait_s", 10.0))
+        wait_until(lambda publisher=image_publisher: publisher.get_subscription_count() > 0,
+                   timeout=command.get("wait_s", 10.0))
         scale = command.get("info_scale", 1)
         info = camera_info(args.width, args.height, scale) if scale else None
         count, period = command.get("count", 1), 1.0 / command.get("rate", 30.0)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from bag_samples import raw_messages
 from zoedepth_ros.data.bag import (
     DEFAULT_TOPICS,
     BagError,
@@ -29,6 +28,8 @@ from zoedepth_ros.data.bag import (
     typestore,
 )
 from zoedepth_ros.image_codec import decode_image_msg
+
+from bag_samples import raw_messages
 
 H, W = 24, 32
 STAMP0 = 1_700_000_000_123_456_789
@@ -64,7 +65,7 @@ def test_round_trip(tmp_path, storage, image_format, gt_encoding):
     reader = read_frames(path)
     got = list(reader)
     assert reader.frames == 3 and not reader.unpaired
-    for sent, back in zip(frames, got):
+    for sent, back in zip(frames, got, strict=True):
         assert back.stamp_ns == sent.stamp_ns and back.frame_id == "cam_optical"
         assert (back.width, back.height) == (W, H)
         np.testing.assert_array_equal(back.K, K)
@@ -81,7 +82,8 @@ def test_round_trip(tmp_path, storage, image_format, gt_encoding):
 
 
 def test_headers_log_times_tf_and_metadata_file(tmp_path):
-    path = write_bag(tmp_path / "bag", make_frames(), image_format="jpeg", metadata={"split": "test", "protocol": "nyu"})
+    path = write_bag(tmp_path / "bag", make_frames(), image_format="jpeg",
+                     metadata={"split": "test", "protocol": "nyu"})
     by_stamp = defaultdict(dict)
     tf = []
     for topic, log_time, msg in raw_messages(path):
@@ -136,9 +138,9 @@ def test_unpaired_messages_are_counted(tmp_path):
         for stamp, roles in plan:
             for role in roles:
                 msg = {
-                    "image": lambda: make_image_msg(rgb, stamp, "cam"),
-                    "info": lambda: make_camera_info_msg(K, W, H, stamp, "cam"),
-                    "depth": lambda: make_image_msg(depth, stamp, "cam"),
+                    "image": lambda stamp=stamp: make_image_msg(rgb, stamp, "cam"),
+                    "info": lambda stamp=stamp: make_camera_info_msg(K, W, H, stamp, "cam"),
+                    "depth": lambda stamp=stamp: make_image_msg(depth, stamp, "cam"),
                 }[role]()
                 writer.write(conns[role], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
     reader = read_frames(path)

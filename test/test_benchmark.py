@@ -15,7 +15,8 @@ def test_reference_gets_our_weights():
     ours, port = build_models("tiny-NK", reference=True)
     x = torch.randn(1, 3, 192, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(ours(x).metric_depth[:, 0], port(pixel_values=x).predicted_depth, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours(x).metric_depth[:, 0], port(pixel_values=x).predicted_depth,
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_architecture_names():
@@ -53,8 +54,9 @@ def test_node_part_over_dds_with_the_shipped_profile(tmp_path):
     import sys
 
     out = tmp_path / "node.json"
-    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "node", "--frame", "120x160",
-                           "--node-frames", "5", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "node",
+                           "--frame", "120x160", "--node-frames", "5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "XMLPARSER" not in proc.stdout + proc.stderr  # Fast DDS accepted the profile
     node = json.loads(out.read_text())["node"]

@@ -40,7 +40,8 @@ def expected_xyz(depth: np.ndarray, intr: Intrinsics, stride: int) -> np.ndarray
     for i, v in enumerate(rows):
         for j, u in enumerate(cols):
             z = float(depth[v, u])
-            out[i, j] = (np.nan,) * 3 if not np.isfinite(z) else ((u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z)
+            out[i, j] = ((np.nan,) * 3 if not np.isfinite(z)
+                         else ((u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z))
     return out
 
 
@@ -56,7 +57,8 @@ def test_every_point_is_the_back_projection_of_its_pixel(stride, colour):
     assert cloud.row_step == cloud.width * cloud.point_step
     assert len(cloud.data) == cloud.height * cloud.row_step
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == (
-        [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)] + ([("rgb", 16, FLOAT32, 1)] if colour else [])
+        [("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1)]
+        + ([("rgb", 16, FLOAT32, 1)] if colour else [])
     )
     np.testing.assert_allclose(points(cloud)[..., :3], expected_xyz(depth, intr, stride), rtol=1e-6, atol=1e-6)
 
@@ -146,4 +148,5 @@ def test_matches_sensor_msgs_py(colour):
     rgb = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8) if colour else None
     msg = to_pointcloud2(CloudBuilder().build(depth, intr, 4, rgb), Header(frame_id="f"))
     theirs = point_cloud2.read_points_numpy(msg, field_names=("x", "y", "z"), skip_nans=False)
-    np.testing.assert_allclose(theirs.reshape(msg.height, msg.width, 3), expected_xyz(depth, intr, 4), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(theirs.reshape(msg.height, msg.width, 3), expected_xyz(depth, intr, 4),
+                               rtol=1e-6, atol=1e-6)

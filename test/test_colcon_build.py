@@ -92,8 +92,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     try:
-        import colcon_core  # noqa: F401  (a test dependency: missing means a broken venv)
         import ament_package  # noqa: F401
+        import colcon_core  # noqa: F401  (a test dependency: missing means a broken venv)
     except ImportError as exc:  # pragma: no cover - fail, never skip
         pytest.fail(f"{exc}: install requirements/test.txt (colcon-common-extensions, ros-jazzy-ament-package)")
 
@@ -196,7 +196,8 @@ def test_installed_package_finds_the_shipped_dds_profile(workspace, prefix, site
     """From the install (no source tree), the node's Fast DDS profile is the one in share/."""
     env = clean_env(PYTHONPATH=str(site_packages), AMENT_PREFIX_PATH=str(prefix))
     proc = subprocess.run(
-        [sys.executable, "-c", "from zoedepth_ros.ros.processes import shipped_dds_profile; print(shipped_dds_profile())"],
+        [sys.executable, "-c",
+         "from zoedepth_ros.ros.processes import shipped_dds_profile; print(shipped_dds_profile())"],
         cwd=workspace, env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

@@ -11,14 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from bag_samples import raw_messages
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import read_frames, read_metadata
-from zoedepth_ros.data.dataset_io import ConvertError
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import NYU_K, convert_nyu_labeled, convert_nyu_official, read_split_indices
+from zoedepth_ros.data.dataset_io import ConvertError
 from zoedepth_ros.data.synth import FRAME_PERIOD_NS, START_STAMP_NS
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol
+
+from bag_samples import raw_messages
 
 # scipy.io.savemat({"testNdxs": [[2.], [4.]], "trainNdxs": [[1.], [3.]]}, format="5") with
 # do_compression True and False (SciPy 1.17.1), i.e. MATLAB v5 files as BTS reads splits.mat.
@@ -104,7 +105,8 @@ def expected_nyu(labeled, index, kind="raw"):
     return shown, mm
 
 
-@pytest.mark.parametrize("data", [SPLITS_MAT5_COMPRESSED, SPLITS_MAT5_PLAIN, mat5_matlab_style({"testNdxs": [2, 4], "trainNdxs": [1, 3]})],
+@pytest.mark.parametrize("data", [SPLITS_MAT5_COMPRESSED, SPLITS_MAT5_PLAIN,
+                                  mat5_matlab_style({"testNdxs": [2, 4], "trainNdxs": [1, 3]})],
                          ids=["scipy-compressed", "scipy-plain", "matlab-uint16"])
 def test_split_indices_from_mat5(tmp_path, data):
     path = tmp_path / "splits.mat"
@@ -135,17 +137,19 @@ def test_split_indices_from_hdf5_and_text(tmp_path):
 
 def test_nyu_labeled_frames_intrinsics_and_metadata(tmp_path, labeled):
     out = tmp_path / "nyu_test"
-    rc = main(["convert", "nyu", str(out), "--labeled", str(labeled["path"]), "--splits", str(labeled["splits"]), "--no-progress"])
+    rc = main(["convert", "nyu", str(out), "--labeled", str(labeled["path"]), "--splits", str(labeled["splits"]),
+               "--no-progress"])
     assert rc == 0
     frames = list(read_frames(out))
     assert len(frames) == len(TEST_INDICES)
-    for i, (frame, index) in enumerate(zip(frames, TEST_INDICES)):
+    for i, (frame, index) in enumerate(zip(frames, TEST_INDICES, strict=True)):
         rgb, mm = expected_nyu(labeled, index)
         assert frame.stamp_ns == START_STAMP_NS + i * FRAME_PERIOD_NS
         assert frame.rgb.shape == (480, 640, 3) and np.array_equal(frame.rgb, rgb)
         assert nan_equal(frame.depth, np.where(mm > 0, mm.astype(np.float32) / np.float32(1000), np.nan))
         assert np.array_equal(frame.K, NYU_K) and np.array_equal(frame.P, np.hstack([NYU_K, np.zeros((3, 1))]))
-        assert frame.K[0, 0] == 518.8579 and frame.K[1, 1] == 519.4696 and frame.K[0, 2] == 325.5824 and frame.K[1, 2] == 253.7362
+        assert (frame.K[0, 0] == 518.8579 and frame.K[1, 1] == 519.4696
+                and frame.K[0, 2] == 325.5824 and frame.K[1, 2] == 253.7362)
     for info in d_of_camera_infos(out):
         assert not np.any(info.d) and info.distortion_model == "plumb_bob"
     meta = read_metadata(out)
@@ -172,7 +176,7 @@ def official_splits(tmp_path, labeled):
     """BTS's official_splits/test folder, made from the labeled fixture as BTS's script does (with
     lossless PNG bytes behind the .jpg names, so that both converters must agree exactly)."""
     root = tmp_path / "official_splits"
-    for index, scene in zip(TEST_INDICES, ["bathroom", "kitchen"]):
+    for index, scene in zip(TEST_INDICES, ["bathroom", "kitchen"], strict=True):
         folder = root / "test" / scene
         folder.mkdir(parents=True)
         rgb, mm = expected_nyu(labeled, index)
@@ -197,7 +201,8 @@ def test_nyu_missing_or_broken_files_leave_no_bag(tmp_path, official_splits, lab
     missing = official_splits / "test" / "kitchen" / "sync_depth_00003.png"
     missing.unlink()
     out = tmp_path / "bag"
-    with pytest.raises(ConvertError, match=r"1 NYU depth PNGs \(sync_depth_XXXXX.png\) missing: .*sync_depth_00003.png"):
+    with pytest.raises(ConvertError,
+                       match=r"1 NYU depth PNGs \(sync_depth_XXXXX.png\) missing: .*sync_depth_00003.png"):
         convert_nyu_official(official_splits, out, progress=False)
     assert_no_bag(out)
     # present but unreadable: found while writing the second frame, after the first was written
@@ -211,7 +216,8 @@ def test_nyu_missing_or_broken_files_leave_no_bag(tmp_path, official_splits, lab
     assert_no_bag(out)
     assert main(["convert", "nyu", str(out), "--labeled", str(labeled["path"])]) == 2
     assert "--labeled needs --splits" in capsys.readouterr().err
-    assert main(["convert", "nyu", str(out), "--labeled", str(tmp_path / "nope.mat"), "--splits", str(labeled["splits"])]) == 2
+    assert main(["convert", "nyu", str(out), "--labeled", str(tmp_path / "nope.mat"),
+                 "--splits", str(labeled["splits"])]) == 2
     assert "labeled NYU file missing" in capsys.readouterr().err
     assert_no_bag(out)
 
@@ -220,7 +226,8 @@ def test_converted_nyu_scores_perfectly_against_itself(tmp_path, labeled):
     bag = tmp_path / "nyu"
     convert_nyu_labeled(labeled["path"], labeled["splits"], bag, progress=False)
     out = tmp_path / "eval"
-    assert main(["evaluate", str(bag), "--pred-topic", "/ground_truth/depth", "--out", str(out), "--no-progress", "--worst", "1"]) == 0
+    assert main(["evaluate", str(bag), "--pred-topic", "/ground_truth/depth", "--out", str(out), "--no-progress",
+                 "--worst", "1"]) == 0
     import json
 
     summary = json.loads((out / "summary.json").read_text())
@@ -235,7 +242,7 @@ S_rect_02: 1.242000e+03 3.750000e+02
 R_rect_02: 9.998817e-01 1.511453e-02 -2.841595e-03 -1.511724e-02 9.998853e-01 -9.338510e-04 2.827154e-03 9.766976e-04 9.999955e-01
 P_rect_02: 7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 0.000000e+00 7.215377e+02 1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 2.745884e-03
 P_rect_03: 7.215377e+02 0.000000e+00 6.095593e+02 -3.395242e+02 0.000000e+00 7.215377e+02 1.728540e+02 2.199936e+00 0.000000e+00 0.000000e+00 1.000000e+00 2.729905e-03
-"""
+"""  # noqa: E501  (calib_cam_to_cam.txt lines as KITTI writes them: one matrix a line)
 P_RECT_02 = np.array([float(v) for v in CALIB.splitlines()[4].split()[1:]]).reshape(3, 4)
 DATE = "2011_09_26"
 # (drive, frame, GT part or None): GT in the annotated set's train/ and val/ halves, one without GT
@@ -275,7 +282,8 @@ def kitti(tmp_path_factory):
 
 
 def kitti_args(root):
-    return ["--raw-root", str(root / "raw"), "--gt-root", str(root / "gt"), "--split-file", str(root / "eigen_test_files_with_gt.txt")]
+    return ["--raw-root", str(root / "raw"), "--gt-root", str(root / "gt"),
+            "--split-file", str(root / "eigen_test_files_with_gt.txt")]
 
 
 def test_kitti_kb_cropped_frames_intrinsics_and_metadata(tmp_path, kitti, capsys):
@@ -286,10 +294,11 @@ def test_kitti_kb_cropped_frames_intrinsics_and_metadata(tmp_path, kitti, capsys
     frames = list(read_frames(out))
     assert len(frames) == 3
     top, left = 375 - 352, (1242 - 1216) // 2
-    for frame, (rgb, gt) in zip(frames, truth):
+    for frame, (rgb, gt) in zip(frames, truth, strict=True):
         assert frame.rgb.shape == (352, 1216, 3) and (frame.width, frame.height) == (1216, 352)
         assert np.array_equal(frame.rgb, rgb[top:top + 352, left:left + 1216])
-        expected = np.full((352, 1216), np.nan, np.float32) if gt is None else gt[top:top + 352, left:left + 1216] / np.float32(256)
+        expected = (np.full((352, 1216), np.nan, np.float32) if gt is None
+                    else gt[top:top + 352, left:left + 1216] / np.float32(256))
         assert nan_equal(frame.depth, np.where(expected > 0, expected, np.nan))
         # the principal point moves with the crop; K is P_rect_02's left 3x3 (rectified)
         assert frame.K == pytest.approx(np.array([[721.5377, 0, 596.5593], [0, 721.5377, 149.854], [0, 0, 1]]))
@@ -303,7 +312,8 @@ def test_kitti_kb_cropped_frames_intrinsics_and_metadata(tmp_path, kitti, capsys
     assert meta["split"] == "eigen_test" and meta["kb_cropped"] == "true" and meta["dataset"] == "kitti"
 
     evaluation = tmp_path / "eval"
-    assert main(["evaluate", str(out), "--pred-topic", "/ground_truth/depth", "--out", str(evaluation), "--no-progress", "--worst", "1"]) == 0
+    assert main(["evaluate", str(out), "--pred-topic", "/ground_truth/depth", "--out", str(evaluation), "--no-progress",
+                 "--worst", "1"]) == 0
     import json
 
     summary = json.loads((evaluation / "summary.json").read_text())

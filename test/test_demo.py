@@ -39,7 +39,6 @@ def test_demo_pipeline_on_a_reduced_bag(tmp_path, monkeypatch):
 
 def test_ply_and_cloud_round_trip(tmp_path):
     from sensor_msgs.msg import PointCloud2
-
     from std_msgs.msg import Header
 
     from zoedepth_ros.camera_info import pinhole_from_hfov

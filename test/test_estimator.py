@@ -78,7 +78,7 @@ def test_batch_equals_single_frames(model, image):
     est = DepthEstimator(model, device="cpu", flip_tta=True)
     other = np.ascontiguousarray(image[::-1])
     batch = est.predict_batch([image, other], with_std=True)
-    for img, got in zip((image, other), batch):
+    for img, got in zip((image, other), batch, strict=True):
         single = est.predict(img, with_std=True)
         np.testing.assert_allclose(got.depth, single.depth, rtol=1e-5)
         np.testing.assert_allclose(got.std, single.std, rtol=1e-4, atol=1e-6)
@@ -146,7 +146,7 @@ def test_compiled_stream_compiles_once_per_shape(model, image):
 
     three = compiled.predict_batch(frames[:3])  # 3 images + flips = 6 rows -> bucket 8
     assert len(graphs) > after_first and any(s and s[0][0] == 8 for s in graphs[after_first:])
-    for frame, got in zip(frames, three):
+    for frame, got in zip(frames, three, strict=False):  # frames[3] is not in this batch
         np.testing.assert_allclose(got.depth, eager.predict(frame).depth, rtol=1e-5)
     settled = len(graphs)
     compiled.predict_batch(frames[:3])

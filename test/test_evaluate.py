@@ -152,7 +152,8 @@ def test_non_finite_predictions_are_scored_as_the_official_code_does(tmp_path):
     pred[10:20] = np.nan
     bag = write_prediction_bag(tmp_path / "bag", frames, [(frames[0].stamp_ns, pred)])
     out = tmp_path / "out"
-    assert main(["evaluate", str(bag), "--pred-topic", PRED_TOPIC, "--out", str(out), "--no-progress", "--worst", "0"]) == 0
+    assert main(["evaluate", str(bag), "--pred-topic", PRED_TOPIC, "--out", str(out), "--no-progress",
+                 "--worst", "0"]) == 0
     official = np.where(np.isinf(pred), PROTOCOL.max_depth, pred.astype(np.float64))
     official[np.isnan(official)] = PROTOCOL.min_depth
     expected = score_frame(official, frames[0].depth, PROTOCOL)
@@ -248,7 +249,8 @@ def test_bags_of_a_directory_aggregate_as_the_mean_over_images(tmp_path):
     assert main(["evaluate", str(runs), "--pred-topic", PRED_TOPIC, "--out", str(out), "--no-progress"]) == 0
     summary = read_summary(out)
 
-    per_image = [score_frame(p, f.depth, PROTOCOL) for f, (_, p) in zip(a + b, scaled(a, 1.1) + scaled(b, 0.7))]
+    per_image = [score_frame(p, f.depth, PROTOCOL)
+                 for f, (_, p) in zip(a + b, scaled(a, 1.1) + scaled(b, 0.7), strict=True)]
     assert summary["frames"] == 5
     for name in METRIC_NAMES:
         assert summary[name] == pytest.approx(np.mean([m[name] for m in per_image]), rel=1e-12), name
@@ -305,7 +307,8 @@ def test_user_errors(tmp_path, capsys):
     assert main(["evaluate", str(bare), "--pred-topic", PRED_TOPIC, "--protocol", "synth_indoor", "--out", out,
                  "--no-progress"]) == 0
 
-    kitti = write_prediction_bag(tmp_path / "kitti", frames, scaled(frames, 1.0), metadata=get_protocol("kitti").to_metadata())
+    kitti = write_prediction_bag(tmp_path / "kitti", frames, scaled(frames, 1.0),
+                                 metadata=get_protocol("kitti").to_metadata())
     assert main(["evaluate", str(bag), str(kitti), "--pred-topic", PRED_TOPIC, "--out", out]) == 2
     assert "different protocols" in capsys.readouterr().err
     # a KITTI protocol needs frames of at least the KB crop

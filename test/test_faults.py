@@ -17,9 +17,10 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ros_helpers import P_CX, P_CY, P_FX, P_FY, REPO, Harness, send_frame, wait_until
 from zoedepth_ros.cloud import CloudBuilder
-from zoedepth_ros.model import CheckpointError, DepthEstimator, load_model, save_checkpoint, ZoeDepth, tiny_config
+from zoedepth_ros.model import CheckpointError, DepthEstimator, ZoeDepth, load_model, save_checkpoint, tiny_config
+
+from ros_helpers import P_CX, P_CY, P_FX, P_FY, REPO, Harness, send_frame, wait_until
 
 DEPTH = {"depth/image": Image}
 WITH_CLOUD = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2}
@@ -143,7 +144,8 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
         viewer = subprocess.Popen([sys.executable, "-c", POINTS_VIEWER, ros.namespace], stdout=subprocess.DEVNULL,
                                   cwd=REPO)
         try:
-            assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 1, timeout=30.0)
+            assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 1,
+                              timeout=30.0)
             send_frame(camera, collector, (710, 0), DEPTH)
         finally:
             viewer.send_signal(signal.SIGKILL)
@@ -186,8 +188,9 @@ def test_out_of_memory_and_device_errors_cost_one_frame_each(ros, monkeypatch, c
         send_frame(camera, collector, (900, 0), DEPTH)
         for stamp, reason in (((901, 0), "out_of_memory"), ((903, 0), "device_error")):
             camera.send(stamp=list(stamp))
-            assert wait_until(lambda: ros.latest_diagnostics(diagnostics).get(f"rejected: {reason}") == "1",
-                              timeout=10.0)
+            assert wait_until(
+                lambda reason=reason: ros.latest_diagnostics(diagnostics).get(f"rejected: {reason}") == "1",
+                timeout=10.0)
             send_frame(camera, collector, (stamp[0] + 1, 0), DEPTH)  # the next frame is served
         assert not {(901, 0), (903, 0)} & set(collector.received)
         assert len(emptied) == 1  # after the out-of-memory frame only
@@ -206,7 +209,8 @@ def test_a_qos_override_stays_on_its_topic(ros, context):
     other = Harness(context, ros.namespace + "_other", ros.checkpoint)
     try:
         assert other.depth_node().autostart()
-        assert other.nodes[0].get_parameter(f"qos_overrides.{other.namespace}/camera_info.subscription.depth").value == 1
+        assert other.nodes[0].get_parameter(
+            f"qos_overrides.{other.namespace}/camera_info.subscription.depth").value == 1
     finally:
         other.close()
 

@@ -34,14 +34,22 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from image_samples import block_image
-from ros_helpers import (
-    Harness, camera_info, image_array, image_message, reliable_inputs, rss_bytes, stamp_key, wait_until,
-)
 from zoedepth_ros.camera_info import intrinsics_from_camera_info
 from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
 from zoedepth_ros.model import DepthEstimator
 from zoedepth_ros.ros.diagnostics import THROTTLE_S
+
+from image_samples import block_image
+from ros_helpers import (
+    Harness,
+    camera_info,
+    image_array,
+    image_message,
+    reliable_inputs,
+    rss_bytes,
+    stamp_key,
+    wait_until,
+)
 
 MESSAGES = int(os.environ.get("ZOEDEPTH_FUZZ_MESSAGES", "10000"))
 SEED = int(os.environ.get("ZOEDEPTH_FUZZ_SEED", "20240611"))
@@ -451,8 +459,8 @@ def test_fuzzed_messages_are_each_rejected_counted_and_logged(context, checkpoin
                     assert node.set_parameters([Parameter("input_transport", value="compressed")])[0].successful
                     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
                 topic = "image/compressed" if compressed else "image"
-                assert wait_until(lambda: run.publishers[topic].get_subscription_count() == 1
-                                  and run.publishers["camera_info"].get_subscription_count() == 1, timeout=10.0)
+                assert wait_until(lambda topic=topic: run.publishers[topic].get_subscription_count() == 1
+                                         and run.publishers["camera_info"].get_subscription_count() == 1, timeout=10.0)
                 run.phase(Fuzzer(rng, compressed), int(MESSAGES * share), rng, rss)
             rss.append(rss_bytes())
             total_images, total_infos = run._images_sent(), run.sent["camera_info"]

@@ -17,11 +17,12 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from hf_oracle import make_hf_model
 from zoedepth_ros.cli import main as cli_main
 from zoedepth_ros.model import CheckpointError, load_model
 from zoedepth_ros.model.fetch import fetch_repo
 from zoedepth_ros.model.hf_hub import HubError
+
+from hf_oracle import make_hf_model
 
 REPO = "Intel/zoedepth-nyu-kitti"
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40

@@ -167,7 +167,7 @@ def test_per_image_mean_not_pooled():
 
 def test_accumulator_counts_and_merge():
     rng = np.random.default_rng(5)
-    results = [{name: float(v) for name, v in zip(METRIC_NAMES, rng.random(9))} for _ in range(5)]
+    results = [{name: float(v) for name, v in zip(METRIC_NAMES, rng.random(9), strict=True)} for _ in range(5)]
     whole, first, second = MetricsAccumulator(), MetricsAccumulator(), MetricsAccumulator()
     for i, metrics in enumerate(results):
         whole.update(metrics)

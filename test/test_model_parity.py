@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_oracle import hf_to_official, make_hf_model
 from zoedepth_ros.model import load_model
+
+from hf_oracle import hf_to_official, make_hf_model
 
 SIZES = [(384, 512), (384, 672)]
 
@@ -61,8 +62,8 @@ def _compare(hf_model, ours, size, seed=0, batch=1) -> Parity:
     finally:
         torch.set_default_dtype(default)
     del hf64, ours64
-    return Parity(_relative(got64, expected64).max().item(), _relative(got, expected64), _relative(expected, expected64),
-                  _relative(got, expected).median().item(), ref, out)
+    return Parity(_relative(got64, expected64).max().item(), _relative(got, expected64),
+                  _relative(expected, expected64), _relative(got, expected).median().item(), ref, out)
 
 
 @pytest.fixture(scope="module", params=["N", "K", "NK"])
@@ -89,7 +90,8 @@ def test_saved_files_use_v4_names_and_v5_names_load_too(hf_pair, tmp_path):
     test_hf_directory_parity); the 5.x in-memory names must load identically, also from the older
     `pytorch_model.bin` file name (read weights-only)."""
     kind, hf_model, path = hf_pair
-    assert any(k.startswith("backbone.encoder.layer.0.attention.attention.query") for k in load_file(path / "model.safetensors"))
+    assert any(k.startswith("backbone.encoder.layer.0.attention.attention.query")
+               for k in load_file(path / "model.safetensors"))
     v5 = tmp_path / "v5"
     v5.mkdir()
     (v5 / "config.json").write_text((path / "config.json").read_text())

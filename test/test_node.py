@@ -25,13 +25,23 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from image_samples import block_image
-from ros_helpers import (
-    P_CX, P_CY, P_FX, P_FY, REPO, Harness, image_message, save_tiny_checkpoint, stamp_key, wait_until,
-)
 from zoedepth_ros.image_codec import SUPPORTED_ENCODINGS, decode_compressed_msg, decode_image_msg
 from zoedepth_ros.model import DepthEstimator
 from zoedepth_ros.ros.parameters import PARAMETERS, Settings, validate
+
+from image_samples import block_image
+from ros_helpers import (
+    P_CX,
+    P_CY,
+    P_FX,
+    P_FY,
+    REPO,
+    Harness,
+    image_message,
+    save_tiny_checkpoint,
+    stamp_key,
+    wait_until,
+)
 
 W, H = 40, 30  # not multiples of 4: decimated clouds round up
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2, "depth/colormap": Image}
@@ -147,7 +157,8 @@ def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
     # Every encoding, each with colour (its decoded pixels come back in the cloud), strides and
     # row padding alternating; then both strides without colour and a camera_info calibrated at
     # twice the image size.
-    cases = [(encoding, 4 if i % 2 else 1, True, 8 if i % 2 == 0 else 0, 1) for i, encoding in enumerate(SUPPORTED_ENCODINGS)]
+    cases = [(encoding, 4 if i % 2 else 1, True, 8 if i % 2 == 0 else 0, 1)
+             for i, encoding in enumerate(SUPPORTED_ENCODINGS)]
     cases += [("rgb8", 1, False, 0, 1), ("bgr8", 4, False, 3, 1), ("rgb8", 4, True, 0, 2)]
     with ros.spin(), ros.camera() as camera:
         assert node.autostart()
@@ -163,7 +174,8 @@ def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
             assert (info_msg.width, info_msg.height) == (W, H)
             np.testing.assert_allclose([info_msg.p[i] for i in (0, 2, 5, 6)], [P_FX, P_CX, P_FY, P_CY])
             sent = image_message(block_image(H, W, i), encoding, padding)
-            check_cloud(outputs["depth/points"], depth_msg, info_msg, stride, decode_image_msg(sent) if colour else None)
+            check_cloud(outputs["depth/points"], depth_msg, info_msg, stride,
+                        decode_image_msg(sent) if colour else None)
             check_colormap(outputs["depth/colormap"], depth_msg)
 
 
@@ -177,7 +189,8 @@ def test_compressed_input_and_optional_outputs(ros):
         assert node.autostart()
         # QoS is overridable per topic; inputs keep only the newest frame, outputs are reliable.
         assert node.get_parameter(f"qos_overrides.{ros.namespace}/image/compressed.subscription.depth").value == 1
-        assert node.get_parameter(f"qos_overrides.{ros.namespace}/depth/points.publisher.reliability").value == "reliable"
+        assert node.get_parameter(
+            f"qos_overrides.{ros.namespace}/depth/points.publisher.reliability").value == "reliable"
         for i, codec in enumerate(["png", "jpeg"]):
             stamp = (2000 + i, 0)
             outputs = send_frame(camera, collector, stamp, topics, compressed=codec, seed=i)
@@ -185,7 +198,8 @@ def test_compressed_input_and_optional_outputs(ros):
             assert stamp_key(depth_msg.header) == stamp and (depth_msg.width, depth_msg.height) == (W, H)
             depth = image_array(depth_msg)
             sent = image_message(block_image(H, W, i), "rgb8", compressed=codec)
-            check_cloud(outputs["depth/points"], depth_msg, outputs["depth/camera_info"], 1, decode_compressed_msg(sent))
+            check_cloud(outputs["depth/points"], depth_msg, outputs["depth/camera_info"], 1,
+                        decode_compressed_msg(sent))
 
             mm_msg, std_msg = outputs["depth/image_mm"], outputs["depth/uncertainty"]
             assert mm_msg.header == depth_msg.header and mm_msg.encoding == "16UC1"
@@ -284,7 +298,8 @@ def test_bad_model_fails_cleanly_and_a_reconfigure_recovers(ros, capfd):
             assert node.set_parameters([Parameter("fallback_hfov_deg", value=90.0)])[0].successful
             outputs = send_frame(camera, collector, (3001, 0), info_scale=0)
             info = outputs["depth/camera_info"]
-            np.testing.assert_allclose([info.p[0], info.p[2], info.p[5], info.p[6]], [W / 2, (W - 1) / 2, W / 2, (H - 1) / 2])
+            np.testing.assert_allclose([info.p[0], info.p[2], info.p[5], info.p[6]],
+                                       [W / 2, (W - 1) / 2, W / 2, (H - 1) / 2])
             check_cloud(outputs["depth/points"], outputs["depth/image"], info, 1, None)
 
 
@@ -413,7 +428,8 @@ from zoedepth_ros.ros.processes import keep_freed_buffers
 libc = ctypes.CDLL(None)
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "keep":
     assert keep_freed_buffers()
@@ -428,7 +444,8 @@ def test_node_keeps_large_freed_blocks_in_the_heap():
     """A fresh process maps a 5 MB block straight from the kernel (and would unmap it on free);
     after keep_freed_buffers it comes from the heap, where the next frame finds it again."""
     def mapped_bytes(mode: str) -> int:
-        out = subprocess.run([sys.executable, "-c", _FRESH_ALLOCATION, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", _FRESH_ALLOCATION, mode], capture_output=True, text=True,
+                             check=True)
         return int(out.stdout)
 
     assert mapped_bytes("default") >= 5 << 20

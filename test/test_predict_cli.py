@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from zoedepth_ros.cli import main
-from zoedepth_ros.model import DepthEstimator, ZoeDepth, load_model, save_checkpoint, tiny_config
 from zoedepth_ros.depth_codec import depth_to_mm16
+from zoedepth_ros.model import DepthEstimator, ZoeDepth, load_model, save_checkpoint, tiny_config
 
 
 def test_predict_outputs(tmp_path, capsys):

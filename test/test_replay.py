@@ -24,15 +24,16 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ros_helpers import REPO, Spinner, save_tiny_checkpoint
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
-from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.protocols import get_protocol
+from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.model import DepthEstimator
 from zoedepth_ros.ros.replay import Pairing, ReplaySettings, due_s, published_view
+
+from ros_helpers import REPO, Spinner, save_tiny_checkpoint
 
 SIZE = (96, 128)  # the bags' frames, and the tiny model's network input
 LAUNCH_FILE = REPO / "launch" / "evaluate.launch.py"

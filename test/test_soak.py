@@ -23,7 +23,12 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_helpers import (
-    Harness, native_threads, reliable_inputs, rss_bytes, send_frame, wait_until,
+    Harness,
+    native_threads,
+    reliable_inputs,
+    rss_bytes,
+    send_frame,
+    wait_until,
 )
 
 FRAMES = int(os.environ.get("ZOEDEPTH_SOAK_FRAMES", "5000"))

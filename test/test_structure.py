@@ -160,7 +160,7 @@ def _lazy_exports(package: str) -> dict[str, str]:
         if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
                 and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets)):
             return {key.value: _relative_string(package, value.value)
-                    for key, value in zip(node.value.keys, node.value.values)
+                    for key, value in zip(node.value.keys, node.value.values, strict=True)
                     if isinstance(key, ast.Constant) and isinstance(value, ast.Constant)}
     return {}
 
@@ -243,7 +243,8 @@ def _a_cycle(graph: dict[str, dict[str, int]], component: list[str]) -> str:
                 continue
             if target == start:
                 cycle = paths[node] + [start]
-                steps = " -> ".join(f"{a} ({MODULES[a].relative_to(ROOT)}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
+                steps = " -> ".join(f"{a} ({MODULES[a].relative_to(ROOT)}:{graph[a][b]})"
+                                    for a, b in zip(cycle, cycle[1:], strict=False))
                 others = sorted(members - set(cycle))
                 return f"{steps} -> {start}" + (f" (in one knot with {', '.join(others)})" if others else "")
             if target not in paths:

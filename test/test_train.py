@@ -18,9 +18,9 @@ import torch
 from zoedepth_ros.cli import main as cli_main
 from zoedepth_ros.model.config import tiny_config
 from zoedepth_ros.model.metric_bins import AttractorLayer, ConditionalLogBinomial
+from zoedepth_ros.train.config import ConfigError, load_config
 from zoedepth_ros.train.data import Augment, BatchPlan
 from zoedepth_ros.train.losses import domain_loss, silog_loss, training_loss
-from zoedepth_ros.train.config import ConfigError, load_config
 from zoedepth_ros.train.optim import param_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,8 @@ def test_bins_head_gradients_are_exact(kind):
     embedding = torch.randn(1, cfg.bin_embedding_dim, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     prev_embedding = torch.randn(1, cfg.bin_embedding_dim, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     bins = torch.rand(1, 16, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda e, b, p: attractor(e, b, p)[1], (embedding, bins, prev_embedding), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda e, b, p: attractor(e, b, p)[1], (embedding, bins, prev_embedding),
+                                    fast_mode=True)
     log_binomial = ConditionalLogBinomial(cfg, cfg.relative_features + 1, 16).double()
     main = torch.randn(1, cfg.relative_features + 1, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(log_binomial, (main, prev_embedding), fast_mode=True)
@@ -153,7 +154,7 @@ def test_batch_plan_alternates_repeats_and_shards():
     # Two ranks split each global batch of the one-rank plan with the same global batch size.
     whole = list(BatchPlan([10, 4], 4, 1, 0, 1, seed=7).epoch(0))
     halves = [list(BatchPlan([10, 4], 2, 2, r, 1, seed=7).epoch(0)) for r in (0, 1)]
-    for full, first, second in zip(whole, *halves):
+    for full, first, second in zip(whole, *halves, strict=True):
         assert first + second == full
 
     accum = BatchPlan([10, 4], 2, 1, 0, accum_steps=3, seed=7)
@@ -176,7 +177,8 @@ def test_dataset_folders_nyu_and_kitti(tmp_path):
     mm[0] = 0
     cv2.imwrite(str(room / "rgb_00045.png"), rgb[..., ::-1])
     cv2.imwrite(str(room / "sync_depth_00045.png"), mm)
-    (tmp_path / "nyu_train.txt").write_text("/kitchen_0028b/rgb_00045.png /kitchen_0028b/sync_depth_00045.png 518.8579\n")
+    (tmp_path / "nyu_train.txt").write_text(
+        "/kitchen_0028b/rgb_00045.png /kitchen_0028b/sync_depth_00045.png 518.8579\n")
     entry = {"name": "nyu", "folder": {"protocol": "nyu", "data_path": "nyu/sync", "gt_path": "nyu/sync",
                                        "filenames": "nyu_train.txt"}}
     [source] = make_sources(entry, tmp_path)
@@ -346,7 +348,8 @@ def test_shipped_training_configs_are_valid(path):
 def test_arch_overrides_change_the_fresh_architecture():
     from zoedepth_ros.train.trainer import build_model
 
-    cfg = load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={patch_size: 8, depth: 5, taps: [0, 1, 2, 4]}"])
+    cfg = load_config(REPO / "config" / "train_demo.yaml",
+                      ["model.arch_overrides={patch_size: 8, depth: 5, taps: [0, 1, 2, 4]}"])
     model = build_model(cfg["model"])
     assert model.config.patch_size == 8 and model.config.depth == 5 and len(model.encoder.blocks) == 5
     with torch.no_grad():  # 8-pixel patches: a 96x128 input is a 12x16 token grid
@@ -354,7 +357,8 @@ def test_arch_overrides_change_the_fresh_architecture():
     with pytest.raises(ConfigError, match="patch_sise"):
         build_model(load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={patch_sise: 8}"])["model"])
     with pytest.raises(ConfigError, match="multiple"):
-        build_model(load_config(REPO / "config" / "train_demo.yaml", ["model.arch_overrides={img_size: [100, 128]}"])["model"])
+        build_model(load_config(REPO / "config" / "train_demo.yaml",
+                                ["model.arch_overrides={img_size: [100, 128]}"])["model"])
     with pytest.raises(ConfigError, match="goes with model.arch"):
         load_config(REPO / "config" / "train_nyu.yaml", ["model.arch_overrides={patch_size: 8}"])
 

@@ -144,7 +144,8 @@ def bench_forward(ours, port, size, precisions, iters, warmup, compile=False) ->
 
         def run(model, call, dtype=dtype):
             def fn():
-                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32,
+                                                            enabled=dtype is not None):
                     call(model)
             return fn
 
@@ -169,7 +170,8 @@ def bench_forward(ours, port, size, precisions, iters, warmup, compile=False) ->
 def _camera_frame(height: int, width: int) -> np.ndarray:
     """A structured picture (gradients and blocks), not noise: resizing costs as on a real frame."""
     yy, xx = np.mgrid[0:height, 0:width]
-    rgb = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), ((xx // 40 + yy // 40) % 2) * 200], -1)
+    rgb = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
+                    ((xx // 40 + yy // 40) % 2) * 200], -1)
     return rgb.astype(np.uint8)
 
 
@@ -195,7 +197,8 @@ def bench_estimator(ours, port, frame, precisions, iters, warmup) -> list[dict]:
                 continue
 
             def port_infer(flip=flip, dtype=dtype):
-                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32,
+                                                            enabled=dtype is not None):
                     inputs = processor(images=rgb, return_tensors="pt")
                     out = port(**inputs)
                     flipped = port(pixel_values=inputs["pixel_values"].flip(-1)) if flip else None
@@ -333,7 +336,7 @@ class _NodeDriver:
         latencies, lost_in_a_row = [], 0
         for i in range(warmup + frames):
             stamp = self.send()
-            if not self.wait_for(lambda: all(stamp in self.arrivals[k] for k in kinds), 10):
+            if not self.wait_for(lambda stamp=stamp: all(stamp in self.arrivals[k] for k in kinds), 10):
                 lost_in_a_row += 1
                 if lost_in_a_row == 3:
                     raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {_tail(self.node_log)}")
@@ -435,17 +438,20 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"{platform.python_implementation()} {platform.python_version()}")
 
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     ratio_keys = sorted({k for r in rows for k in r if k.startswith("vs ")})
     widths = [max(16, len(k) + 2) for k in ratio_keys]
-    print(f"  {'':<22}{'median ms':>11}{'p90 ms':>10}" + "".join(f"{k:>{w}}" for k, w in zip(ratio_keys, widths)))
+    print(f"  {'':<22}{'median ms':>11}{'p90 ms':>10}"
+          + "".join(f"{k:>{w}}" for k, w in zip(ratio_keys, widths, strict=True)))
     for r in rows:
         print(f"  {r['name']:<22}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}"
-              + "".join(f"{r[k]:>{w - 1}.3f}x" if k in r else " " * w for k, w in zip(ratio_keys, widths)))
+              + "".join(f"{r[k]:>{w - 1}.3f}x" if k in r else " " * w
+                        for k, w in zip(ratio_keys, widths, strict=True)))
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -457,8 +463,10 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--node-img-size", type=hw_size, default=(96, 128),
                    help="img_size of the node part's model (multiples of 32): small, so that the forward "
                         "neither dominates the latency nor competes with the node's other work (default 96x128)")
-    p.add_argument("--size", type=hw_size, default=(384, 512), help="network input HxW for the forward part (multiples of 32)")
-    p.add_argument("--frame", type=hw_size, default=(480, 640), help="camera frame HxW for the estimator and node parts")
+    p.add_argument("--size", type=hw_size, default=(384, 512),
+                   help="network input HxW for the forward part (multiples of 32)")
+    p.add_argument("--frame", type=hw_size, default=(480, 640),
+                   help="camera frame HxW for the estimator and node parts")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
     p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
@@ -499,7 +507,8 @@ def run(args) -> int:
             print_table(f"(a) forward {args.arch} at {results['size']}, batch 1", results["forward"])
             if compile_s:
                 results["compile_s"] = compile_s
-                print("  compilation (first call, untimed): " + ", ".join(f"{k} {v:.0f} s" for k, v in compile_s.items()))
+                print("  compilation (first call, untimed): "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in compile_s.items()))
         if "estimator" in parts:
             results["estimator"] = bench_estimator(ours, port, args.frame, precisions, args.iters, args.warmup)
             print_table(f"(b) estimator on a {results['frame']} frame (pre + forward + post)", results["estimator"])
@@ -516,19 +525,22 @@ def run(args) -> int:
         results["node"] = {**node, "dds_profile": profile or "Fast DDS defaults"}
         print(f"\n(c) node end to end, {args.node_arch} at img_size {'x'.join(map(str, args.node_img_size))}, "
               f"{results['frame']} rgb8 over DDS "
-              f"(model forward here {node['forward']['median_ms']:.1f} ms; DDS profile: {results['node']['dds_profile']})")
+              f"(model forward here {node['forward']['median_ms']:.1f} ms; "
+              f"DDS profile: {results['node']['dds_profile']})")
         for key in ("depth", "depth+cloud"):
             r = node[key]
             print(f"  {key:<12} p50 {r.get('p50_ms', float('nan')):7.1f} ms  p95 {r.get('p95_ms', float('nan')):7.1f}"
-                  f"  p99 {r.get('p99_ms', float('nan')):7.1f}  overhead p50 {r.get('overhead_p50_ms', float('nan')):6.1f} ms"
+                  f"  p99 {r.get('p99_ms', float('nan')):7.1f}"
+                  f"  overhead p50 {r.get('overhead_p50_ms', float('nan')):6.1f} ms"
                   f"  ({r['frames']} frames, {r['lost']} lost)")
             if "transport_p50_ms" in r:
                 print(f"  {'':<12} in the node: forward {r['forward_p50_ms']:.1f} ms, pre + forward + post "
-                      f"{r['node_inference_p50_ms']:.1f} ms (p50); latency minus the latter {r['transport_p50_ms']:.1f} ms "
+                      f"{r['node_inference_p50_ms']:.1f} ms (p50); "
+                      f"latency minus the latter {r['transport_p50_ms']:.1f} ms "
                       "(decode, outputs, DDS both ways)")
         o = node["open_loop"]
-        print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz, age p50 {o['age_p50_ms']:.1f} ms,"
-              f" p99 {o['age_p99_ms']:.1f} ms")
+        print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz,"
+              f" age p50 {o['age_p50_ms']:.1f} ms, p99 {o['age_p99_ms']:.1f} ms")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

@@ -210,11 +210,13 @@ def _drive(model: str, about: str, bags: dict[str, Path], out: Path, logs: Path)
 
 def _report_index(results: dict) -> str:
     lines = ["# zoedepth_ros demo report", "", f"Model: {results['model_description']}", "",
-             "| scene | frames scored | a1 | abs_rel | rmse (m) | report | point cloud |", "|---|---|---|---|---|---|---|"]
+             "| scene | frames scored | a1 | abs_rel | rmse (m) | report | point cloud |",
+             "|---|---|---|---|---|---|---|"]
     for kind, m in results["bags"].items():
         cloud = results["clouds"].get(kind)
         lines.append(f"| {kind} | {m['frames']} | {m['a1']:.3f} | {m['abs_rel']:.3f} | {m['rmse']:.3f} "
-                     f"| [{kind}/report.md]({kind}/report.md) | {f'[{kind}/cloud.ply]({kind}/cloud.ply)' if cloud else 'none'} |")
+                     f"| [{kind}/report.md]({kind}/report.md) "
+                     f"| {f'[{kind}/cloud.ply]({kind}/cloud.ply)' if cloud else 'none'} |")
     lines += ["", "Node figures from /diagnostics (inference = pre-processing, network and post-processing "
               "of one frame on this machine; router = frames per head):", ""]
     lines += [f"- {k}: {v}" for k, v in results.get("latency", {}).items()]
@@ -233,7 +235,8 @@ def run(args) -> int:
     results = run_demo(args.out, args.frames)
     print(f"\nreport: {args.out.resolve()}/README.md")
     for kind, m in results["bags"].items():
-        print(f"  {kind:<8} a1 {m['a1']:.3f}  abs_rel {m['abs_rel']:.3f}  rmse {m['rmse']:.3f} m  ({m['frames']} frames)")
+        print(f"  {kind:<8} a1 {m['a1']:.3f}  abs_rel {m['abs_rel']:.3f}  rmse {m['rmse']:.3f} m"
+              f"  ({m['frames']} frames)")
     latency = results.get("latency", {})
     if latency:
         routes = ", ".join(f"{k.split(': ', 1)[1]} {v}" for k, v in latency.items() if k.startswith("router"))

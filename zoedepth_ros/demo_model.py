@@ -21,7 +21,7 @@ checkpoint in float16 (3.9 MB instead of 7.9; loaded as float32, the held-out in
 float32 checkpoint's to three decimals).
 Held-out seeds (3001, 3002) differ from the training (1, 2), validation (101, 102) and demo
 (2001, 2002) seeds.
-"""
+"""  # noqa: E501  (STEPS below runs the docstring's `zoedepth-ros ...` lines: one command a line)
 
 from __future__ import annotations
 

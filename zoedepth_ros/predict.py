@@ -16,7 +16,8 @@ def add_parser(subparsers, name: str) -> None:
         description="Run ZoeDepth on IMAGE and write metric depth: .npy (float32 metres) or .png "
                     "(uint16 millimetres, 0 = invalid); optionally a colour picture of it.")
     p.add_argument("image", type=Path, help="input image (any format OpenCV reads)")
-    p.add_argument("--model", required=True, help="preset name, official .pt, Hugging Face directory or project .safetensors")
+    p.add_argument("--model", required=True,
+                   help="preset name, official .pt, Hugging Face directory or project .safetensors")
     p.add_argument("--output", "-o", type=Path, required=True, help="output .npy or .png")
     p.add_argument("--colormap", type=Path, help="also write a viewable colour PNG of the depth")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
@@ -33,8 +34,8 @@ def run(args) -> int:
     import cv2
 
     from zoedepth_ros.colormap import colorize
-    from zoedepth_ros.model import DepthEstimator, load_model
     from zoedepth_ros.errors import ZoeDepthError
+    from zoedepth_ros.model import DepthEstimator, load_model
 
     if args.output.suffix not in (".npy", ".png"):
         raise ZoeDepthError(f"--output must end in .npy or .png, not {args.output.name}")
@@ -42,7 +43,8 @@ def run(args) -> int:
     if bgr is None:
         raise ZoeDepthError(f"cannot read image {args.image}")
     model = load_model(args.model, kitti_max_depth=args.kitti_max_depth)
-    estimator = DepthEstimator(model, device=args.device, precision=args.precision, flip_tta=args.flip_tta, pad=args.pad)
+    estimator = DepthEstimator(model, device=args.device, precision=args.precision, flip_tta=args.flip_tta,
+                               pad=args.pad)
     pred = estimator.predict(np.ascontiguousarray(bgr[..., ::-1]))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.output.suffix == ".npy":
@@ -53,5 +55,6 @@ def run(args) -> int:
         raise ZoeDepthError(f"cannot write {args.colormap}")
     finite = pred.depth[np.isfinite(pred.depth)]
     route = f", head {pred.domain}" if pred.domain else ""
-    print(f"{args.output}: {pred.depth.shape[1]}x{pred.depth.shape[0]}, depth {finite.min():.2f}..{finite.max():.2f} m{route}")
+    print(f"{args.output}: {pred.depth.shape[1]}x{pred.depth.shape[0]}, "
+          f"depth {finite.min():.2f}..{finite.max():.2f} m{route}")
     return 0

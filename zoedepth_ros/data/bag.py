@@ -26,10 +26,11 @@ import os
 import shutil
 import warnings
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -364,7 +365,8 @@ class BagWriter:
         if frame.depth is None:
             raise ValueError("an evaluation bag frame needs ground truth (frame.depth)")
         if frame.stamp_ns <= self._last_stamp:
-            raise ValueError(f"stamps must increase (frames are paired by stamp): {frame.stamp_ns} after {self._last_stamp}")
+            raise ValueError("stamps must increase (frames are paired by stamp): "
+                             f"{frame.stamp_ns} after {self._last_stamp}")
         if frame.depth.shape != frame.rgb.shape[:2]:
             raise ValueError(f"depth {frame.depth.shape} and rgb {frame.rgb.shape[:2]} sizes differ")
         if self._frame_id is None:
@@ -372,7 +374,8 @@ class BagWriter:
             tf = make_tf_static_msg(self.base_frame, frame.frame_id, frame.stamp_ns, self.camera_translation)
             self._write("tf_static", tf, frame.stamp_ns)
         elif frame.frame_id != self._frame_id:
-            raise ValueError(f"frame_id changed from {self._frame_id!r} to {frame.frame_id!r}; /tf_static covers one camera")
+            raise ValueError(f"frame_id changed from {self._frame_id!r} to {frame.frame_id!r}; "
+                             "/tf_static covers one camera")
         stamp = frame.stamp_ns
         self._write("image", make_image_msg(frame.rgb, stamp, frame.frame_id, self.image_format), stamp)
         info = make_camera_info_msg(frame.K, frame.width, frame.height, stamp, frame.frame_id, frame.P)
@@ -531,7 +534,8 @@ class FrameReader:
         }
         for role, topic in wanted.items():
             if available[topic] not in expected[role]:
-                raise BagError(f"bag {self.path}: topic {topic} is {available[topic]}, expected {' or '.join(expected[role])}")
+                raise BagError(f"bag {self.path}: topic {topic} is {available[topic]}, "
+                               f"expected {' or '.join(expected[role])}")
         return wanted
 
     def __iter__(self) -> Iterator[BagFrame]:

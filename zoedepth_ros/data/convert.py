@@ -69,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                     "calib_cam_to_cam.txt P_rect_02, protocol kitti.",
     )
     _add_bag_options(kitti)
-    kitti.add_argument("--raw-root", type=Path, required=True, help="folder holding <date>/<drive>_sync/ and <date>/calib_cam_to_cam.txt")
+    kitti.add_argument("--raw-root", type=Path, required=True,
+                       help="folder holding <date>/<drive>_sync/ and <date>/calib_cam_to_cam.txt")
     kitti.add_argument("--gt-root", type=Path, required=True,
                        help="folder holding <drive>_sync/proj_depth/groundtruth/ (directly or under train/ or val/)")
     kitti.add_argument("--split-file", type=Path, required=True, help="e.g. eigen_test_files_with_gt.txt")
@@ -95,7 +96,8 @@ def _run_nyu(args: argparse.Namespace) -> int:
     if args.labeled is not None:
         if args.splits is None:
             raise ConvertError("--labeled needs --splits (splits.mat, or a text file of 1-based indices)")
-        frames = convert_nyu_labeled(args.labeled, args.splits, args.out, split=args.split, depth=args.depth, **_bag_kwargs(args))
+        frames = convert_nyu_labeled(args.labeled, args.splits, args.out, split=args.split, depth=args.depth,
+                                     **_bag_kwargs(args))
     else:
         if args.splits is not None:
             raise ConvertError("--splits goes with --labeled; an official_splits folder is split already")

@@ -36,7 +36,8 @@ def parse_split_file(path: Path) -> list[tuple[str, str | None]]:
         if not fields:
             continue
         if len(fields) < 2 or len(Path(fields[0]).parts) < 2:
-            raise ConvertError(f"{path}:{number}: expected '<date>/<drive>_sync/image_02/data/N.png <gt path or None> <focal>', got {line!r}")
+            raise ConvertError(f"{path}:{number}: expected "
+                               f"'<date>/<drive>_sync/image_02/data/N.png <gt path or None> <focal>', got {line!r}")
         entries.append((fields[0], None if fields[1] == "None" else fields[1]))
     if not entries:
         raise ConvertError(f"{path} lists no frames")
@@ -96,7 +97,7 @@ def convert_kitti(
     projections = {date: read_projection(path) for date, path in calibs.items()}
 
     def frames():
-        for (image, _), image_path, gt_path in zip(entries, images, gts):
+        for (image, _), image_path, gt_path in zip(entries, images, gts, strict=True):
             rgb = read_rgb(image_path)
             depth = np.full(rgb.shape[:2], np.nan, np.float32) if gt_path is None else read_depth_png(gt_path, GT_SCALE)
             if depth.shape != rgb.shape[:2]:

@@ -20,12 +20,20 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
-from zoedepth_ros.data.dataset_io import ConvertError, depth_from_uint16, read_depth_png, read_rgb, require_files, write_bag
+from zoedepth_ros.data.dataset_io import (
+    ConvertError,
+    depth_from_uint16,
+    read_depth_png,
+    read_rgb,
+    require_files,
+    write_bag,
+)
 from zoedepth_ros.data.synth import NYU_CENTER, NYU_FOCAL, NYU_SIZE
 from zoedepth_ros.eval.protocols import get_protocol
 
@@ -128,7 +136,8 @@ def read_split_indices(path: Path, split: Split) -> list[int]:
             tokens = re.split(r"[\s,]+", path.read_text(encoding="utf-8").strip())
             values = np.array([float(t) for t in tokens if t])
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ConvertError(f"{path} is neither a .mat file nor a text file of 1-based image indices ({exc})") from None
+            raise ConvertError(
+                f"{path} is neither a .mat file nor a text file of 1-based image indices ({exc})") from None
     if values.size == 0 or np.any(values != np.round(values)) or np.any(values < 1):
         raise ConvertError(f"{path}: {key} must be positive integer (1-based) indices")
     return [int(v) - 1 for v in values]
@@ -156,7 +165,8 @@ def _labeled_datasets(f, path: Path, depth: DepthKind):
         raise ConvertError(f"{path} lacks {', '.join(missing)}: is it nyu_depth_v2_labeled.mat?")
     images, depths = f["images"], f[DEPTH_KEYS[depth]]
     # MATLAB v7.3 stores arrays transposed: HxWx3xN images read as (N, 3, W, H).
-    if images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3 or depths.shape != (images.shape[0], *images.shape[2:]):
+    if (images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3
+            or depths.shape != (images.shape[0], *images.shape[2:])):
         raise ConvertError(
             f"{path}: images {images.shape} and {DEPTH_KEYS[depth]} {depths.shape} are not (N, 3, W, H) and (N, W, H)"
         )
@@ -188,7 +198,8 @@ def convert_nyu_labeled(
     with h5py.File(labeled, "r") as f:
         images, depths = _labeled_datasets(f, labeled, depth)
         if max(indices) >= images.shape[0]:
-            raise ConvertError(f"{splits}: index {max(indices) + 1} is beyond the {images.shape[0]} images of {labeled}")
+            raise ConvertError(
+                f"{splits}: index {max(indices) + 1} is beyond the {images.shape[0]} images of {labeled}")
         height, width = images.shape[3], images.shape[2]
         if (height, width) != NYU_SIZE:
             raise ConvertError(f"{labeled}: images are {height}x{width}, NYU Depth v2 frames are 480x640")

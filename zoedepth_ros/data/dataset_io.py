@@ -9,8 +9,8 @@ its split; `evaluate` reports frames by that index.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -83,7 +83,8 @@ def write_bag(
         out, storage=storage, image_format=image_format, gt_encoding=gt_encoding,  # type: ignore[arg-type]
         metadata=metadata, overwrite=overwrite,
     ) as writer:  # fmt: skip
-        for index, (rgb, depth, K, P) in enumerate(tqdm(frames, total=count, desc=desc, unit="frame", disable=not progress)):
+        for index, (rgb, depth, K, P) in enumerate(tqdm(frames, total=count, desc=desc, unit="frame",
+                                                        disable=not progress)):
             if depth.shape != rgb.shape[:2]:
                 raise ConvertError(f"{desc} frame {index}: depth {depth.shape} and image {rgb.shape[:2]} sizes differ")
             writer.write(BagFrame(START_STAMP_NS + index * FRAME_PERIOD_NS, FRAME_ID, rgb, depth, K, P))

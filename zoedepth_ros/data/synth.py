@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -317,7 +318,7 @@ def render(scene: Scene, pose: CameraPose, K: np.ndarray, height: int, width: in
     ray_length = np.sqrt(np.einsum("ihw,ihw->hw", dirs, dirs))
     elevation = np.clip(dirs[1] / ray_length, 0.0, 1.0)
     color = scene.sky_horizon[:, None, None] + elevation * (scene.sky_top - scene.sky_horizon)[:, None, None]
-    for index, (primitive, window) in enumerate(zip(scene.primitives, windows)):
+    for index, (primitive, window) in enumerate(zip(scene.primitives, windows, strict=True)):
         if window is None:
             continue
         sel = owner[window] == index
@@ -348,7 +349,8 @@ def _unit(v: Sequence[float]) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _box_room(width: float, depth: float, height: float, floor: Material, walls: Material, ceiling: Material) -> list[Plane]:
+def _box_room(width: float, depth: float, height: float, floor: Material, walls: Material,
+              ceiling: Material) -> list[Plane]:
     """Inward-facing planes of the room x in [-w/2, w/2], y in [0, h], z in [0, d]; from inside,
     the nearest plane hit is the room surface the ray leaves through."""
     x, y, z = np.eye(3)
@@ -392,7 +394,8 @@ def indoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
                 rng.uniform(near_z + reach, max(near_z + reach, depth - reach)),
             ]
         )
-        box = Box(center, half, rng.uniform(0.0, math.pi), _random_material(rng, ("solid", "checker", "stripes", "noise"), (0.1, 0.4)))
+        box = Box(center, half, rng.uniform(0.0, math.pi),
+                  _random_material(rng, ("solid", "checker", "stripes", "noise"), (0.1, 0.4)))
         boxes.append(box)
         primitives.append(box)
     for _ in range(rng.integers(1, 4)):
@@ -402,7 +405,8 @@ def indoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
             center = support.center + np.array([0.0, support.half[1] + radius, 0.0])
         else:
             center = np.array(
-                [rng.uniform(-width / 2 + radius, width / 2 - radius), radius, rng.uniform(near_z + radius, depth - radius)]
+                [rng.uniform(-width / 2 + radius, width / 2 - radius), radius,
+                 rng.uniform(near_z + radius, depth - radius)]
             )
         primitives.append(Sphere(center, radius, _random_material(rng, ("solid", "stripes", "checker"), (0.05, 0.2))))
     light = _unit([rng.uniform(-0.6, 0.6), 1.0, rng.uniform(-0.6, 0.6)])
@@ -413,9 +417,11 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
     """A street: road with markings, pavements, facades on both sides, cars and trees."""
     road_half = rng.uniform(3.5, 6.0)
     kerb = road_half + rng.uniform(1.5, 3.0)
-    asphalt = Material("noise", np.full(3, rng.uniform(0.22, 0.3)), np.full(3, rng.uniform(0.33, 0.42)), 0.5, rng.uniform(0, 1, (32, 32)))
+    asphalt = Material("noise", np.full(3, rng.uniform(0.22, 0.3)), np.full(3, rng.uniform(0.33, 0.42)), 0.5,
+                       rng.uniform(0, 1, (32, 32)))
     pavement = Material("checker", np.full(3, rng.uniform(0.55, 0.65)), np.full(3, rng.uniform(0.45, 0.55)), 0.6)
-    primitives: list[Primitive] = [Plane(np.zeros(3), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]), StreetMaterial(road_half, asphalt, pavement))]
+    primitives: list[Primitive] = [Plane(np.zeros(3), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]),
+                                         StreetMaterial(road_half, asphalt, pavement))]
     for side in (-1.0, 1.0):
         z = -15.0
         while z < 130.0:
@@ -424,7 +430,8 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
                 half = np.array([rng.uniform(4.0, 8.0), rng.uniform(3.0, 15.0), frontage / 2])
                 setback = rng.uniform(0.0, 2.0)
                 # One storey (and one window bay) per texture cell.
-                facade = Material("grid", rng.uniform(0.35, 0.85, 3), rng.uniform(0.05, 0.3, 3), float(rng.uniform(2.5, 3.5)))
+                facade = Material("grid", rng.uniform(0.35, 0.85, 3), rng.uniform(0.05, 0.3, 3),
+                                  float(rng.uniform(2.5, 3.5)))
                 center = np.array([side * (kerb + setback + half[0]), half[1], z + frontage / 2])
                 primitives.append(Box(center, half, 0.0, facade))
             z += frontage
@@ -433,8 +440,10 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
             trunk_x = side * (road_half + 0.6)
             bark = Material("solid", np.array([0.35, 0.25, 0.15]), np.zeros(3))
             primitives.append(Box(np.array([trunk_x, 1.5, trunk_z]), np.array([0.15, 1.5, 0.15]), 0.0, bark))
-            leaves = Material("noise", np.array([0.15, 0.45, 0.12]), np.array([0.08, 0.25, 0.06]), 0.4, rng.uniform(0, 1, (32, 32)))
-            primitives.append(Sphere(np.array([trunk_x, 3.0 + rng.uniform(0.5, 1.5), trunk_z]), rng.uniform(1.0, 2.0), leaves))
+            leaves = Material("noise", np.array([0.15, 0.45, 0.12]), np.array([0.08, 0.25, 0.06]), 0.4,
+                              rng.uniform(0, 1, (32, 32)))
+            primitives.append(Sphere(np.array([trunk_x, 3.0 + rng.uniform(0.5, 1.5), trunk_z]), rng.uniform(1.0, 2.0),
+                                     leaves))
     for _ in range(rng.integers(2, 7)):
         half = np.array([rng.uniform(0.85, 1.0), rng.uniform(0.7, 0.85), rng.uniform(2.0, 2.4)])
         lane = rng.choice([-1.0, 1.0]) * road_half / 2
@@ -496,7 +505,8 @@ def write_synth_bag(
         "seed": str(seed),
     }
     with BagWriter(
-        path, storage=storage, image_format=image_format, gt_encoding=gt_encoding, metadata=metadata, overwrite=overwrite
+        path, storage=storage, image_format=image_format, gt_encoding=gt_encoding, metadata=metadata,
+        overwrite=overwrite,
     ) as writer:
         for index in tqdm(range(frames), desc=f"synth {kind}", unit="frame", disable=not progress):
             rgb, depth = RENDERERS[kind](rng, height, width, K)

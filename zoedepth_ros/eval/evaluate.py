@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,7 +49,8 @@ def bag_protocol(path: Path, override: str | None) -> Protocol:
     try:
         return Protocol.from_metadata(read_metadata(path))
     except ValueError:
-        raise EvaluationError(f"bag {path} records no evaluation protocol; pass --protocol ({', '.join(PROTOCOLS)})") from None
+        raise EvaluationError(
+            f"bag {path} records no evaluation protocol; pass --protocol ({', '.join(PROTOCOLS)})") from None
 
 
 def _progress(iterable: Iterable, name: str, enabled: bool) -> Iterable:
@@ -57,7 +59,8 @@ def _progress(iterable: Iterable, name: str, enabled: bool) -> Iterable:
     return tqdm(iterable, desc=name, unit="frame", disable=not enabled)
 
 
-def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: BagEvaluation, batch_size: int = 1, progress: bool = True) -> BagEvaluation:
+def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: BagEvaluation, batch_size: int = 1,
+                            progress: bool = True) -> BagEvaluation:
     """Run `estimator` (a DepthEstimator in the official eval mode) on the frames of a bag and
     score them; KB-crop protocols crop the image before the network, as the official loader does."""
     frames = read_frames(path)
@@ -65,7 +68,7 @@ def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: B
 
     def flush() -> None:
         predictions = estimator.predict_batch([rgb for _, _, rgb in batch])
-        for (index, frame, _), prediction in zip(batch, predictions):
+        for (index, frame, _), prediction in zip(batch, predictions, strict=True):
             evaluation.add(frame, prediction.depth, index)
         batch.clear()
 
@@ -100,15 +103,21 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("bags", nargs="+", type=Path, metavar="BAG",
                    help="evaluation bag, or a directory of bags (aggregated as one mean over all images)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="SRC", help="preset name, official .pt, Hugging Face directory or project .safetensors")
-    source.add_argument("--pred-topic", metavar="TOPIC", help="score the depth images on TOPIC (32FC1 metres or 16UC1 mm)")
+    source.add_argument("--model", metavar="SRC",
+                        help="preset name, official .pt, Hugging Face directory or project .safetensors")
+    source.add_argument("--pred-topic", metavar="TOPIC",
+                        help="score the depth images on TOPIC (32FC1 metres or 16UC1 mm)")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), help="scoring protocol (default: the one each bag records)")
-    p.add_argument("--out", type=Path, required=True, help="directory for summary.json, per_frame.csv, report.md and plots")
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for summary.json, per_frame.csv, report.md and plots")
     p.add_argument("--device", default="auto", help="with --model: auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="with --model (default fp32)")
-    p.add_argument("--batch-size", type=at_least(1), default=1, help="with --model: frames per forward pass (default 1)")
-    p.add_argument("--kitti-max-depth", type=float, help="with --model: override the KITTI head's maximum depth (metres)")
-    p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST, help=f"worst frames shown in the report (default {DEFAULT_WORST})")
+    p.add_argument("--batch-size", type=at_least(1), default=1,
+                   help="with --model: frames per forward pass (default 1)")
+    p.add_argument("--kitti-max-depth", type=float,
+                   help="with --model: override the KITTI head's maximum depth (metres)")
+    p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST,
+                   help=f"worst frames shown in the report (default {DEFAULT_WORST})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -126,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     bags = find_bags(args.bags)
     protocols = [bag_protocol(bag, args.protocol) for bag in bags]
     if len(set(protocols)) > 1:
-        listing = ", ".join(f"{bag.name}: {p.name}" for bag, p in zip(bags, protocols))
+        listing = ", ".join(f"{bag.name}: {p.name}" for bag, p in zip(bags, protocols, strict=True))
         raise EvaluationError(f"the bags record different protocols ({listing}); one mean would mix them: "
                               "evaluate them separately or pass --protocol")
     # Each bag is opened (topics checked) before any frame is scored: a typo fails in seconds.
@@ -150,14 +159,15 @@ def run(args: argparse.Namespace) -> int:
     # A ROS launch or a batch system stops jobs with SIGTERM: score what is done, as for Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        for bag, name, protocol in zip(bags, _bag_names(bags), protocols):
+        for bag, name, protocol in zip(bags, _bag_names(bags), protocols, strict=True):
             evaluation = BagEvaluation(name, protocol, worst=args.worst, path=bag, metadata=read_metadata(bag))
             evaluations.append(evaluation)
             if args.model:
                 evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress)
             else:
                 frames = read_frames(bag)
-                score_predictions(read_depth_topic(bag, args.pred_topic), _progress(frames, name, args.progress), evaluation)
+                score_predictions(read_depth_topic(bag, args.pred_topic), _progress(frames, name, args.progress),
+                                  evaluation)
                 evaluation.unpaired_messages.update(frames.unpaired)
     except KeyboardInterrupt:
         complete = False
@@ -174,5 +184,6 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(summary: dict[str, Any], bags: int, out: Path) -> None:
     scores = ", ".join(f"{name} {summary[name]:.4f}" for name in ("a1", "abs_rel", "rmse") if summary[name] is not None)
-    print(f"scored {summary['frames']} frames from {bags} bag(s) ({summary['frames_skipped']} skipped without valid GT, "
-          f"{summary['frames_unpaired']} unpaired){': ' + scores if scores else ''}; wrote {out / 'summary.json'}")
+    print(f"scored {summary['frames']} frames from {bags} bag(s) "
+          f"({summary['frames_skipped']} skipped without valid GT, {summary['frames_unpaired']} unpaired)"
+          f"{': ' + scores if scores else ''}; wrote {out / 'summary.json'}")

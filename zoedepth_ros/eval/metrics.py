@@ -9,7 +9,7 @@ runs in float32; float64 here moves results by about 1e-7 relative.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -18,8 +18,9 @@ Where the official code would fail (no crop at all: `eval_mask` is unbound in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def error_histogram_png(evaluations: Sequence[BagEvaluation]) -> bytes:
     share = counts / total if total else counts.astype(np.float64)
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar(HISTOGRAM_EDGES[:-1] * 100, share * 100, width=np.diff(HISTOGRAM_EDGES) * 100, align="edge", color="tab:blue")
+    ax.bar(HISTOGRAM_EDGES[:-1] * 100, share * 100, width=np.diff(HISTOGRAM_EDGES) * 100, align="edge",
+           color="tab:blue")
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel("(pred - gt) / gt  [%]   (above +100 % counted in the last bin)")
     ax.set_ylabel("valid pixels [%]")
@@ -106,7 +108,7 @@ def worst_frames_png(worst: Sequence[WorstFrame]) -> bytes:
     fig.subplots_adjust(left=0.005, right=0.94, bottom=0.01, top=1 - title_h / (len(worst) * (panel_h + title_h)) * 0.8,
                         wspace=0.02, hspace=title_h / panel_h * 1.2)
     axes = fig.subplots(len(worst), 4, squeeze=False)
-    for row, frame in zip(axes, worst):
+    for row, frame in zip(axes, worst, strict=True):
         gt_shown = np.where(frame.mask, frame.gt, np.nan)
         vmin, vmax = float(frame.gt[frame.mask].min()), float(frame.gt[frame.mask].max())
         error = np.where(frame.mask, np.abs(frame.pred - frame.gt) / np.where(frame.mask, frame.gt, 1.0), np.nan)
@@ -116,11 +118,13 @@ def worst_frames_png(worst: Sequence[WorstFrame]) -> bytes:
         row[1].set_title("prediction (scored range)", fontsize="small")
         row[2].imshow(colorize(gt_shown, vmin, vmax))
         row[2].set_title(f"ground truth {vmin:.2f}-{vmax:.2f} m (valid pixels)", fontsize="small")
-        image = row[3].imshow(np.ma.masked_invalid(error), cmap=error_cmap, vmin=0.0, vmax=ERROR_MAP_MAX, interpolation="nearest")
+        image = row[3].imshow(np.ma.masked_invalid(error), cmap=error_cmap, vmin=0.0, vmax=ERROR_MAP_MAX,
+                              interpolation="nearest")
         row[3].set_title("|pred - gt| / gt", fontsize="small")
         for ax in row:
             ax.set_axis_off()
-    fig.colorbar(image, cax=fig.add_axes((0.95, 0.05, 0.012, 0.9)), label=f"|pred - gt| / gt (clipped at {ERROR_MAP_MAX})")
+    fig.colorbar(image, cax=fig.add_axes((0.95, 0.05, 0.012, 0.9)),
+                 label=f"|pred - gt| / gt (clipped at {ERROR_MAP_MAX})")
     return _png(fig)
 
 
@@ -199,7 +203,8 @@ def report_markdown(summary: dict[str, Any], worst: Sequence[WorstFrame]) -> str
     return "\n".join(lines)
 
 
-def write_report(out: Path, summary: dict[str, Any], evaluations: Sequence[BagEvaluation], worst: Sequence[WorstFrame]) -> None:
+def write_report(out: Path, summary: dict[str, Any], evaluations: Sequence[BagEvaluation],
+                 worst: Sequence[WorstFrame]) -> None:
     """The plots and report.md of `summary` into `out`."""
     out = Path(out)
     atomic_write(out / HISTOGRAM_PNG, error_histogram_png(evaluations))

@@ -11,8 +11,9 @@ import csv
 import io
 import itertools
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,8 @@ def _protocol_summary(protocol: Protocol) -> dict[str, Any]:
 
 
 def _counts(accumulator: MetricsAccumulator, unpaired: dict[str, Any]) -> dict[str, Any]:
-    total = unpaired["frames_without_prediction"] + unpaired["predictions_without_frame"] + sum(unpaired["messages"].values())
+    total = (unpaired["frames_without_prediction"] + unpaired["predictions_without_frame"]
+             + sum(unpaired["messages"].values()))
     means = accumulator.mean()
     return {
         **{name: means.get(name) for name in METRIC_NAMES},
@@ -88,10 +90,12 @@ def per_frame_csv(evaluations: list[BagEvaluation]) -> str:
     writer.writerow(["bag", "index", "stamp_ns", "status", "valid_pixels", *METRIC_NAMES])
     for evaluation in evaluations:
         # GT frames in bag order, predictions without a frame (no index) by stamp after them
-        rows = sorted(evaluation.rows, key=lambda r: (r.index is None, r.index if r.index is not None else 0, r.stamp_ns))
+        rows = sorted(evaluation.rows,
+                      key=lambda r: (r.index is None, r.index if r.index is not None else 0, r.stamp_ns))
         for row in rows:
             values = ["" if row.metrics is None else repr(row.metrics[name]) for name in METRIC_NAMES]
-            writer.writerow([row.bag, "" if row.index is None else row.index, row.stamp_ns, row.status, row.valid_pixels, *values])
+            writer.writerow([row.bag, "" if row.index is None else row.index, row.stamp_ns, row.status,
+                             row.valid_pixels, *values])
     return buffer.getvalue()
 
 
@@ -102,7 +106,8 @@ def write_results(out: Path, evaluations: list[BagEvaluation], source: Mapping[s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(evaluations, source, complete)
-    worst_frames = sorted(itertools.chain.from_iterable(e.worst() for e in evaluations), key=lambda w: -w.abs_rel)[:worst]
+    worst_frames = sorted(itertools.chain.from_iterable(e.worst() for e in evaluations),
+                          key=lambda w: -w.abs_rel)[:worst]
     write_report(out, summary, evaluations, worst_frames)
     atomic_write(out / "per_frame.csv", per_frame_csv(evaluations))
     atomic_write(out / "summary.json", json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,8 @@ class BagEvaluation:
             self._keep_if_worst(frame, index, metrics["abs_rel"], aligned_pred, aligned_gt, mask)
         return row
 
-    def _keep_if_worst(self, frame: BagFrame, index: int, abs_rel: float, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> None:
+    def _keep_if_worst(self, frame: BagFrame, index: int, abs_rel: float, pred: np.ndarray, gt: np.ndarray,
+                       mask: np.ndarray) -> None:
         if self._worst_count < 1:
             return
         if len(self._worst) == self._worst_count and abs_rel <= self._worst[0][0]:
@@ -177,7 +179,8 @@ def score_predictions(
     last_pred = last_frame = None
     preds_done = frames_done = False
     while not (preds_done and frames_done):
-        take_pred = not preds_done and (frames_done or last_pred is None or (last_frame is not None and last_pred <= last_frame))
+        take_pred = not preds_done and (frames_done or last_pred is None
+                                        or (last_frame is not None and last_pred <= last_frame))
         if take_pred:
             item = next(pred_iter, None)
             if item is None:

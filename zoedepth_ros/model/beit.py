@@ -15,7 +15,6 @@ from torch import nn
 
 from .config import ZoeDepthConfig
 
-
 # Grid sizes whose bias each block keeps (a 24x32 grid of BEiT-L costs ~38 MB per block in fp32):
 # enough for a camera stream plus flips and an evaluation size, bounded for long-running nodes.
 BIAS_CACHE_SIZE = 4

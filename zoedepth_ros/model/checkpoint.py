@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, BinHeadConfig, ZoeDepthConfig
 from ..errors import ZoeDepthError
+from .config import PRESETS, BinHeadConfig, ZoeDepthConfig
 from .hf_hub import parse_repo, resolve_cached
 from .weights import WeightsError, resolve_preset
 from .zoedepth import ZoeDepth
@@ -77,7 +77,8 @@ def _safetensors_load(path: Path) -> tuple[dict, dict]:
 
 _OFFICIAL_RULES = [
     (r"^core\.core\.pretrained\.model\.", "encoder."),
-    (r"^core\.core\.pretrained\.act_postprocess(\d)\.0\.project\.0\.", lambda m: f"reassemble.readout.{int(m[1]) - 1}."),
+    (r"^core\.core\.pretrained\.act_postprocess(\d)\.0\.project\.0\.",
+     lambda m: f"reassemble.readout.{int(m[1]) - 1}."),
     (r"^core\.core\.pretrained\.act_postprocess(\d)\.3\.", lambda m: f"reassemble.project.{int(m[1]) - 1}."),
     (r"^core\.core\.pretrained\.act_postprocess(\d)\.4\.", lambda m: f"reassemble.resize.{int(m[1]) - 1}."),
     (r"^core\.core\.scratch\.layer(\d)_rn\.", lambda m: f"decoder.layer_rn.{int(m[1]) - 1}."),
@@ -94,8 +95,10 @@ _OFFICIAL_RULES = [
     (r"^attractors\.(\d)\._net\.", r"metric_head.heads.{head}.attractors.\1.net."),
     (r"^conditional_log_binomial\.mlp\.", "metric_head.heads.{head}.conditional_log_binomial.mlp."),
     (r"^patch_transformer\.embedding_convPxP\.", "metric_head.router.embed."),
-    (r"^patch_transformer\.transformer_encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$", r"metric_head.router.layers.\1.in_proj.\2"),
-    (r"^patch_transformer\.transformer_encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"metric_head.router.layers.\1.out_proj."),
+    (r"^patch_transformer\.transformer_encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)$",
+     r"metric_head.router.layers.\1.in_proj.\2"),
+    (r"^patch_transformer\.transformer_encoder\.layers\.(\d+)\.self_attn\.out_proj\.",
+     r"metric_head.router.layers.\1.out_proj."),
     (r"^patch_transformer\.transformer_encoder\.layers\.(\d+)\.", r"metric_head.router.layers.\1."),
     (r"^mlp_classifier\.([02])\.", r"metric_head.router.classifier.\1."),
 ]
@@ -145,7 +148,8 @@ def official_config(state: dict, kitti_max_depth: float | None = None) -> ZoeDep
             att = lambda i: f"attractors.{names[0]}.{i}._net.2.weight"  # noqa: E731
             clb = f"conditional_log_binomial.{names[0]}.mlp.0.weight"
         else:
-            seed, att, clb = "seed_bin_regressor._net.", (lambda i: f"attractors.{i}._net.2.weight"), "conditional_log_binomial.mlp.0.weight"
+            seed, att, clb = ("seed_bin_regressor._net.", (lambda i: f"attractors.{i}._net.2.weight"),
+                              "conditional_log_binomial.mlp.0.weight")
         att_out = [state[att(i)].shape[0] for i in range(4)]
         # Normed (K) attractors emit two channels per attractor; the last layer has one attractor.
         normed = not routed and att_out[-1] == 2 and all(n % 2 == 0 for n in att_out)
@@ -170,7 +174,8 @@ def official_config(state: dict, kitti_max_depth: float | None = None) -> ZoeDep
             embed_dim=dim, depth=depth, num_heads=table.shape[1],
             mlp_dim=state[p + "blocks.0.mlp.fc1.weight"].shape[0], patch_size=patch,
             pretrain_size=window * patch, layer_norm_eps=1e-6, taps=_default_taps(depth),
-            neck_channels=tuple(state[f"core.core.pretrained.act_postprocess{i}.3.weight"].shape[0] for i in range(1, 5)),
+            neck_channels=tuple(state[f"core.core.pretrained.act_postprocess{i}.3.weight"].shape[0]
+                                for i in range(1, 5)),
             fusion_channels=state["core.core.scratch.layer1_rn.weight"].shape[0], relative_features=relative,
             heads=tuple(heads), bin_centers_type="normed" if normed else "softplus", bin_embedding_dim=embedding,
             attractors=tuple(n // 2 if normed else n for n in att_out),
@@ -223,7 +228,8 @@ _HF_RULES = [
      lambda m: f"metric_head.heads.{m[1]}.seed_bin_regressor.net.{2 * int(m[2]) - 2}."),
     (r"^metric_head\.attractors\.([a-z]\w*)\.(\d)\.conv([12])\.",
      lambda m: f"metric_head.heads.{m[1]}.attractors.{m[2]}.net.{2 * int(m[3]) - 2}."),
-    (r"^metric_head\.conditional_log_binomial\.([a-z]\w*)\.mlp\.", r"metric_head.heads.\1.conditional_log_binomial.mlp."),
+    (r"^metric_head\.conditional_log_binomial\.([a-z]\w*)\.mlp\.",
+     r"metric_head.heads.\1.conditional_log_binomial.mlp."),
     (r"^metric_head\.seed_bin_regressor\.conv([12])\.",
      lambda m: f"metric_head.heads.{{head}}.seed_bin_regressor.net.{2 * int(m[1]) - 2}."),
     (r"^metric_head\.attractors\.(\d)\.conv([12])\.",
@@ -232,7 +238,8 @@ _HF_RULES = [
     (r"^metric_head\.patch_transformer\.embedding_convPxP\.", "metric_head.router.embed."),
     (r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\.(query|key|value)\.(weight|bias)$",
      lambda m: f"metric_head.router.layers.{m[1]}.in_proj.{m[3]}#{m[2][0]}"),
-    (r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\.out_proj\.", r"metric_head.router.layers.\1.out_proj."),
+    (r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.self_attn\.out_proj\.",
+     r"metric_head.router.layers.\1.out_proj."),
     (r"^metric_head\.patch_transformer\.transformer_encoder\.(\d+)\.", r"metric_head.router.layers.\1."),
     (r"^metric_head\.mlp_classifier\.linear([12])\.", lambda m: f"metric_head.router.classifier.{2 * int(m[1]) - 2}."),
 ]
@@ -377,7 +384,8 @@ def _load_file(path: Path, kitti_max_depth: float | None) -> ZoeDepth:
         config = ZoeDepthConfig.from_dict(json.loads(meta[CONFIG_KEY]))
         if kitti_max_depth is not None:
             config = config.replace(heads=tuple(
-                h.__class__(h.name, h.n_bins, h.min_depth, kitti_max_depth) if h.name == "kitti" else h for h in config.heads))
+                h.__class__(h.name, h.n_bins, h.min_depth, kitti_max_depth) if h.name == "kitti" else h
+                for h in config.heads))
         return build_from_state(config, state, [], str(path))
     obj = _torch_load(path)
     if not isinstance(obj, dict):
@@ -450,8 +458,10 @@ def save_checkpoint(model: ZoeDepth, path: str | os.PathLike, extra_metadata: di
         raise ValueError(f"project checkpoints end in .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {FORMAT_KEY: FORMAT_VERSION, CONFIG_KEY: model.config.to_json(), **(extra_metadata or {})}
-    state = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         save_file(state, str(tmp), metadata=meta)

@@ -80,7 +80,7 @@ class ZoeDepthConfig:
     def routed(self) -> bool:
         return len(self.heads) > 1
 
-    def replace(self, **changes) -> "ZoeDepthConfig":
+    def replace(self, **changes) -> ZoeDepthConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -90,7 +90,7 @@ class ZoeDepthConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ZoeDepthConfig":
+    def from_dict(cls, data: dict) -> ZoeDepthConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -21,7 +21,7 @@ class Reassemble(nn.Module):
         self.readout = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in cfg.neck_channels)
         self.project = nn.ModuleList(nn.Conv2d(dim, c, kernel_size=1) for c in cfg.neck_channels)
         resize = []
-        for c, factor in zip(cfg.neck_channels, _RESIZE_FACTORS):
+        for c, factor in zip(cfg.neck_channels, _RESIZE_FACTORS, strict=True):
             if factor > 1:
                 resize.append(nn.ConvTranspose2d(c, c, kernel_size=factor, stride=factor))
             elif factor == 1:
@@ -32,12 +32,13 @@ class Reassemble(nn.Module):
 
     def forward(self, taps: list[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
         maps = []
-        for tokens, readout, project, resize in zip(taps, self.readout, self.project, self.resize):
+        for tokens, readout, project, resize in zip(taps, self.readout, self.project, self.resize, strict=True):
             patches, cls = tokens[:, 1:], tokens[:, :1]
             # readout(cat(patch, cls)), split: the cls half is one row per image, so the big matmul
             # halves and the concatenated copy goes.
             dim = patches.shape[-1]
-            x = F.gelu(F.linear(patches, readout.weight[:, :dim]) + F.linear(cls, readout.weight[:, dim:], readout.bias))
+            x = F.gelu(F.linear(patches, readout.weight[:, :dim])
+                       + F.linear(cls, readout.weight[:, dim:], readout.bias))
             x = x.transpose(1, 2).unflatten(2, grid)
             maps.append(resize(project(x)))
         return maps
@@ -87,7 +88,7 @@ class DPTDecoder(nn.Module):
         self.head_conv3 = nn.Conv2d(cfg.relative_features, 1, kernel_size=1)
 
     def forward(self, maps: list[torch.Tensor]):
-        feats = [conv(m) for conv, m in zip(self.layer_rn, maps)]
+        feats = [conv(m) for conv, m in zip(self.layer_rn, maps, strict=True)]
         fused, x = [], None
         for i, block in enumerate(self.fusion):
             level = 3 - i

@@ -18,9 +18,9 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -57,7 +57,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def network_size(height: int, width: int, target: tuple[int, int], keep_aspect: bool = True, multiple: int = 32) -> tuple[int, int]:
+def network_size(height: int, width: int, target: tuple[int, int], keep_aspect: bool = True,
+                 multiple: int = 32) -> tuple[int, int]:
     """MiDaS "minimal" rule: scale by the side whose scale is closest to 1, round to the multiple."""
     if not keep_aspect:
         return target

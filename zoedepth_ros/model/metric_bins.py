@@ -113,7 +113,8 @@ class ConditionalLogBinomial(nn.Module):
         k, n = self.k, self.k[:, -1:]
         eps = 1e-7  # Stirling form of log C(n, k) as trained
         log_binom = (n + eps) * torch.log(n + eps) - (k + eps) * torch.log(k + eps) - (n - k) * torch.log(n - k + eps)
-        y = log_binom + k * torch.log(p.clamp(min=_P_EPS, max=1.0)) + (n - k) * torch.log((1 - p).clamp(min=_P_EPS, max=1.0))
+        y = (log_binom + k * torch.log(p.clamp(min=_P_EPS, max=1.0))
+             + (n - k) * torch.log((1 - p).clamp(min=_P_EPS, max=1.0)))
         return torch.softmax(y / t, dim=1)
 
 
@@ -137,7 +138,8 @@ class Router(nn.Module):
         d = cfg.router_dim
         self.num_heads = cfg.router_heads
         self.embed = nn.Conv2d(cfg.fusion_channels, d, kernel_size=1)
-        self.layers = nn.ModuleList(RouterLayer(d, cfg.router_heads, cfg.router_ffn_dim) for _ in range(cfg.router_layers))
+        self.layers = nn.ModuleList(RouterLayer(d, cfg.router_heads, cfg.router_ffn_dim)
+                                    for _ in range(cfg.router_layers))
         self.classifier = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, len(cfg.heads)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +202,7 @@ class MetricHead(nn.Module):
             domain = logits.argmax(dim=-1) if logits is not None else x.new_zeros(batch, dtype=torch.long)
         # Shared by every head: the embeddings do not depend on the domain.
         seed_embedding = self.seed_projector(x)
-        embeddings = [p(f) for p, f in zip(self.projectors, fused)]
+        embeddings = [p(f) for p, f in zip(self.projectors, fused, strict=True)]
         last = activation
         if self.condition_on_relative_depth:
             last = torch.cat([last, _resize(relative_depth, last.shape[-2:])], dim=1)
@@ -227,13 +229,14 @@ class MetricHead(nn.Module):
                     probs_out[i], centers_out[i] = p[j], c[j]
         if return_bins and isinstance(probs_out, list):
             probs_out, centers_out = torch.stack(probs_out), torch.stack(centers_out)
-        return HeadOutput(depth, logits, domain, probs_out if return_bins else None, centers_out if return_bins else None)
+        return HeadOutput(depth, logits, domain, probs_out if return_bins else None,
+                          centers_out if return_bins else None)
 
     @staticmethod
     def _run_head(head: BinHead, x, seed_embedding, embeddings, last):
         bins = head.seed_bin_regressor(x)
         prev_embedding = seed_embedding
-        for attractor, embedding in zip(head.attractors, embeddings):
+        for attractor, embedding in zip(head.attractors, embeddings, strict=True):
             bins, centers = attractor(embedding, bins, prev_embedding)
             prev_embedding = embedding
         probs = head.conditional_log_binomial(last, prev_embedding)

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PRESETS
 from ..errors import ZoeDepthError
+from .config import PRESETS
 
 _RELEASES = "https://github.com/isl-org/ZoeDepth/releases/download/v1.0"
 

@@ -61,7 +61,8 @@ class ZoeDepth(nn.Module):
             "pos_enc": [p for p in pretrained if id(p) in tables],
         }
 
-    def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None, return_bins: bool = False) -> ZoeDepthOutput:
+    def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None,
+                return_bins: bool = False) -> ZoeDepthOutput:
         """`domain` (B,) forces each sample's head (training with dataset labels); by default the router decides."""
         if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.shape[-2] % 32 or pixels.shape[-1] % 32:
             raise ValueError(f"expected (B, 3, H, W) with H, W multiples of 32, got {tuple(pixels.shape)}")

@@ -42,10 +42,18 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from zoedepth_ros.camera_info import (
-    CameraInfoError, check_camera_info, intrinsics_from_camera_info, pinhole_from_hfov,
+    CameraInfoError,
+    check_camera_info,
+    intrinsics_from_camera_info,
+    pinhole_from_hfov,
 )
 from zoedepth_ros.image_codec import (
-    ASSUMED_ENCODINGS, ImageDecodeError, check_compressed_msg, check_image_msg, decode_compressed_msg, decode_image_msg,
+    ASSUMED_ENCODINGS,
+    ImageDecodeError,
+    check_compressed_msg,
+    check_image_msg,
+    decode_compressed_msg,
+    decode_image_msg,
 )
 from zoedepth_ros.ros.diagnostics import Stats, ThrottledLog, depth_status
 from zoedepth_ros.ros.inputs import INPUT_QOS, ImageSubscription, Mailbox, StampOrder, own_qos
@@ -118,7 +126,8 @@ class DepthNode(LifecycleNode):
         configured = self._state in ("inactive", "active")
         for p in params:
             applies_on = PARAMETERS[p.name].applies_on if p.name in PARAMETERS else ""
-            pending = (applies_on == "configure" and configured) or (applies_on == "activate" and self._state == "active")
+            pending = ((applies_on == "configure" and configured)
+                       or (applies_on == "activate" and self._state == "active"))
             if pending:
                 self.get_logger().info(
                     f"{p.name} set to {p.value!r}: takes effect on the next {applies_on} "

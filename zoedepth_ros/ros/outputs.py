@@ -37,7 +37,8 @@ class DepthOutputs:
         self._node = node
         self.publishers = {
             topic: node.create_lifecycle_publisher(
-                msg_type, topic, own_qos(OUTPUT_QOS), qos_overriding_options=QoSOverridingOptions.with_default_policies()
+                msg_type, topic, own_qos(OUTPUT_QOS),
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
             )
             for topic, msg_type in OUTPUT_TOPICS.items()
         }
@@ -67,7 +68,8 @@ class DepthOutputs:
                 self.publishers["depth/points"].publish(to_pointcloud2(cloud, header))
 
         if settings.publish_colormap and self.subscribed("depth/colormap"):
-            vmin, vmax = (settings.colormap_min, settings.colormap_max) if settings.colormap_fixed_range else (None, None)
+            vmin, vmax = ((settings.colormap_min, settings.colormap_max) if settings.colormap_fixed_range
+                          else (None, None))
             self.publishers["depth/colormap"].publish(image_msg(header, colorize(depth, vmin, vmax), "rgb8"))
 
         if std is not None:

@@ -144,7 +144,8 @@ def published_view(frame: BagFrame, crop: bool) -> tuple[np.ndarray, np.ndarray,
         return frame.rgb, frame.K, P, frame.width, frame.height
     height, width = frame.rgb.shape[:2]
     rgb = kb_crop(frame.rgb)
-    return rgb, kb_crop_projection(frame.K, height, width), kb_crop_projection(P, height, width), rgb.shape[1], rgb.shape[0]
+    return (rgb, kb_crop_projection(frame.K, height, width), kb_crop_projection(P, height, width),
+            rgb.shape[1], rgb.shape[0])
 
 
 class ReplayNode(Node):
@@ -279,7 +280,8 @@ def wait_for_depth_node(node: ReplayNode, executor, wait_s: float) -> None:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", type=Path, metavar="BAG", help="evaluation bag (sqlite3 or mcap)")
-    p.add_argument("--out", type=Path, required=True, help="directory for summary.json, per_frame.csv, report.md and plots")
+    p.add_argument("--out", type=Path, required=True,
+                   help="directory for summary.json, per_frame.csv, report.md and plots")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), help="scoring protocol (default: the one the bag records)")
     p.add_argument("--rate-mode", choices=RATE_MODES,
                    help="lockstep: next frame when the previous one's depth is back (or lost); recorded: at the "
@@ -289,10 +291,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"a frame whose depth takes longer is lost (default {ReplaySettings.timeout_s:g})")
     p.add_argument("--wait", type=positive_float, default=ReplaySettings.wait_s, metavar="S",
                    help=f"wait this long for the depth node to appear (default {ReplaySettings.wait_s:g})")
-    p.add_argument("--image-topic", default="image", metavar="TOPIC", help="where to publish the images (default image)")
-    p.add_argument("--camera-info-topic", default="camera_info", metavar="TOPIC", help="where to publish camera info (default camera_info)")
-    p.add_argument("--depth-topic", default="depth/image", metavar="TOPIC", help="the node's depth output (default depth/image)")
-    p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST, help=f"worst frames shown in the report (default {DEFAULT_WORST})")
+    p.add_argument("--image-topic", default="image", metavar="TOPIC",
+                   help="where to publish the images (default image)")
+    p.add_argument("--camera-info-topic", default="camera_info", metavar="TOPIC",
+                   help="where to publish camera info (default camera_info)")
+    p.add_argument("--depth-topic", default="depth/image", metavar="TOPIC",
+                   help="the node's depth output (default depth/image)")
+    p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST,
+                   help=f"worst frames shown in the report (default {DEFAULT_WORST})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

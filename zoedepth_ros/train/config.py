@@ -81,7 +81,8 @@ DEFAULTS: dict = {
     },
 }
 # Settings that may change when a run resumes: they do not change what is computed.
-RESUMABLE_CHANGES = {"train.stop_after_steps", "train.progress", "train.device", "train.save_every_steps", "data.workers"}
+RESUMABLE_CHANGES = {"train.stop_after_steps", "train.progress", "train.device", "train.save_every_steps",
+                     "data.workers"}
 
 
 class ConfigError(ZoeDepthError):
@@ -181,7 +182,8 @@ def check_config(cfg: dict) -> None:
     if model["arch_overrides"] and model["arch"] is None:
         problems.append("model.arch_overrides goes with model.arch (a checkpoint carries its own architecture)")
     if not isinstance(model["arch_overrides"], dict):
-        problems.append(f"model.arch_overrides must be a mapping of ZoeDepthConfig fields, not {model['arch_overrides']!r}")
+        problems.append("model.arch_overrides must be a mapping of ZoeDepthConfig fields, "
+                        f"not {model['arch_overrides']!r}")
     if model["encoder_init"] is not None and model["arch"] is None:
         problems.append("model.encoder_init goes with model.arch (model.init already loads every weight)")
     size = model["img_size"]
@@ -201,7 +203,8 @@ def check_config(cfg: dict) -> None:
         if cfg["optim"][key] <= 0:
             problems.append(f"optim.{key} must be positive (freeze a part with model.freeze_* instead)")
     for key, value in (("train.save_every_steps", train["save_every_steps"]),
-                       ("train.stop_after_steps", train["stop_after_steps"]), ("optim.clip_grad", cfg["optim"]["clip_grad"])):
+                       ("train.stop_after_steps", train["stop_after_steps"]),
+                       ("optim.clip_grad", cfg["optim"]["clip_grad"])):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             problems.append(f"{key} must be a positive number or null, not {value!r}")
     if cfg["data"]["workers"] < 0:
@@ -210,10 +213,12 @@ def check_config(cfg: dict) -> None:
         problems.append(f"val.best_metric must be one of {', '.join(METRIC_NAMES)}")
     if val["every_epochs"] <= 0 or val["batch_size"] < 1:
         problems.append("val.every_epochs must be positive and val.batch_size at least 1")
-    for section, keys in (("train", {"name", "bags", "folder", "domain", "kb_crop", "min_depth", "max_depth", "augment"}),
+    for section, keys in (("train", {"name", "bags", "folder", "domain", "kb_crop", "min_depth", "max_depth",
+                                     "augment"}),
                           ("val", {"name", "bags", "folder", "max_frames"})):
         entries = cfg["data"][section]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                                    for e in entries):
             problems.append(f"data.{section} must be a list of mappings, each with a name")
             continue
         names = [e["name"] for e in entries]
@@ -222,7 +227,8 @@ def check_config(cfg: dict) -> None:
         for entry in entries:
             unknown = set(entry) - keys
             if unknown:
-                problems.append(f"data.{section} {entry['name']!r}: unknown keys {sorted(unknown)} (known: {sorted(keys)})")
+                problems.append(f"data.{section} {entry['name']!r}: unknown keys {sorted(unknown)} "
+                                f"(known: {sorted(keys)})")
             if section == "train" and set(entry.get("augment") or {}) - set(DEFAULTS["augment"]):
                 problems.append(f"data.train {entry['name']!r}: augment keys are {sorted(DEFAULTS['augment'])}")
     if not cfg["data"]["train"]:

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -296,7 +296,8 @@ class BatchPlan:
         self.micro_per_epoch = len(self.lengths) * max(self.batches_per_pass)
         self.steps_per_epoch = self.micro_per_epoch // accum_steps
         if self.steps_per_epoch == 0:
-            raise DataError(f"an epoch of {self.micro_per_epoch} micro-batches is shorter than accum_steps {accum_steps}")
+            raise DataError(
+                f"an epoch of {self.micro_per_epoch} micro-batches is shorter than accum_steps {accum_steps}")
         self._order = lru_cache(maxsize=8)(self._permutation)
 
     def _permutation(self, epoch: int, stream: int, pass_: int) -> np.ndarray:
@@ -307,9 +308,10 @@ class BatchPlan:
         pass_, batch = divmod(turn, self.batches_per_pass[stream])
         order = self._order(epoch, stream, pass_)
         start = batch * self.global_batch + self.rank * self.per_rank
-        return [(stream, int(order[j]), (self.seed, epoch, stream, pass_, j)) for j in range(start, start + self.per_rank)]
+        return [(stream, int(order[j]), (self.seed, epoch, stream, pass_, j))
+                for j in range(start, start + self.per_rank)]
 
-    def epoch(self, epoch: int, first_step: int = 0) -> "EpochBatches":
+    def epoch(self, epoch: int, first_step: int = 0) -> EpochBatches:
         """The micro-batches of optimizer steps first_step.. of `epoch`, for a DataLoader's batch_sampler."""
         return EpochBatches(self, epoch, first_step * self.accum_steps, self.steps_per_epoch * self.accum_steps)
 

@@ -22,7 +22,8 @@ def param_groups(model, ocfg: dict) -> list[dict]:
              "pos_enc": ocfg["pos_enc_lr_scale"]}
     parts = model.parameter_groups()
     params = {group: [p for p in parts[group] if p.requires_grad] for group in scale}
-    return [{"name": group, "params": params[group], "lr": ocfg["lr"] * scale[group]} for group in scale if params[group]]
+    return [{"name": group, "params": params[group], "lr": ocfg["lr"] * scale[group]}
+            for group in scale if params[group]]
 
 
 def optimizer_and_schedule(groups: list[dict], cfg: dict, total_steps: int):

@@ -126,8 +126,9 @@ class RunDir:
         with safe_open(str(self.path / "latest.safetensors"), framework="pt") as f:
             saved_step = int((f.metadata() or {}).get(STEP_KEY, -1))
         if saved_step != state["step"]:
-            raise ConfigError(f"{self.path}: latest.safetensors is from step {saved_step} but latest.state.pt from step "
-                              f"{state['step']} (interrupted while saving); restore a consistent pair to resume")
+            raise ConfigError(f"{self.path}: latest.safetensors is from step {saved_step} "
+                              f"but latest.state.pt from step {state['step']} (interrupted while saving); "
+                              "restore a consistent pair to resume")
         return state
 
     def open_logs(self, lr_groups: list[str]) -> None:

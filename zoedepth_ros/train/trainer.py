@@ -141,7 +141,16 @@ class Trainer:
 
     def _build_data(self) -> None:
         from zoedepth_ros.train.data import (
-            BRIGHTNESS, Augment, BatchPlan, DataError, TrainSet, TrainStream, ValSet, make_sources, source_domain)
+            BRIGHTNESS,
+            Augment,
+            BatchPlan,
+            DataError,
+            TrainSet,
+            TrainStream,
+            ValSet,
+            make_sources,
+            source_domain,
+        )
 
         cfg, heads = self.cfg, self.model.config.head_names
         root = Path(cfg["data"]["root"])
@@ -236,22 +245,22 @@ class Trainer:
         estimator = DepthEstimator(self.model, device=str(self.device), precision=self.cfg["train"]["precision"],
                                    flip_tta=vcfg["flip_tta"], pad=False, mode="eval")
         results = {}
+
+        def flush(pending: list, acc: MetricsAccumulator) -> None:
+            predictions = estimator.predict_batch([rgb for rgb, _, _ in pending])
+            for prediction, (_, gt, protocol) in zip(predictions, pending, strict=True):
+                acc.update(score_frame(prediction.depth, gt, protocol))
+            pending.clear()
+
         for val_set in self.val_sets:
             acc = MetricsAccumulator()
             pending: list = []
-
-            def flush():
-                predictions = estimator.predict_batch([rgb for rgb, _, _ in pending])
-                for prediction, (_, gt, protocol) in zip(predictions, pending):
-                    acc.update(score_frame(prediction.depth, gt, protocol))
-                pending.clear()
-
             for frame in val_set.frames(self.dist.rank, self.dist.world):
                 if pending and (frame[0].shape != pending[0][0].shape or len(pending) == vcfg["batch_size"]):
-                    flush()
+                    flush(pending, acc)
                 pending.append(frame)
             if pending:
-                flush()
+                flush(pending, acc)
             if self.dist.world > 1:
                 gathered = [None] * self.dist.world
                 dist.all_gather_object(gathered, acc)
@@ -370,7 +379,8 @@ class Trainer:
                             "step": self.step, "epoch": f"{self.step / spe:.4f}", "datasets": names,
                             "loss": f"{loss:.6g}", "silog": f"{silog:.6g}", "domain_ce": f"{ce:.6g}",
                             "grad_norm": f"{result['grad_norm']:.6g}",
-                            **{f"lr_{g['name']}": f"{lr:.6g}" for g, lr in zip(self.groups, result["lrs"])},
+                            **{f"lr_{g['name']}": f"{lr:.6g}"
+                               for g, lr in zip(self.groups, result["lrs"], strict=True)},
                             "samples_per_s": f"{speed:.3g}", "elapsed_s": f"{time.time() - start:.1f}"})
                         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{result['lrs'][0]:.2e}", img_s=f"{speed:.1f}",
                                         refresh=False)
@@ -423,7 +433,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--init", help="checkpoint to start from (model.init): preset, official .pt, HF dir, .safetensors")
     p.add_argument("--arch", choices=ARCH_NAMES, help="random initialisation of this architecture (model.arch)")
     p.add_argument("--epochs", type=int, help="schedule.epochs")
-    p.add_argument("--batch-size", type=int, help="effective batch over all ranks and accumulation steps (train.batch_size)")
+    p.add_argument("--batch-size", type=int,
+                   help="effective batch over all ranks and accumulation steps (train.batch_size)")
     p.add_argument("--lr", type=float, help="maximum learning rate of the metric head (optim.lr)")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="train.precision")
     p.add_argument("--device", help="auto, cpu or cuda (train.device)")
