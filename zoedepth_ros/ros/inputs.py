@@ -57,6 +57,8 @@ class ImageSubscription:
 
     def _override(self) -> str | None:
         """The reliability as a qos_overrides parameter gives it, if one does."""
+        # rclpy has no public way to ask whether the user gave a parameter (a declared one always has
+        # a value): its overrides (command line, params file, constructor) are the only record.
         override = self._node._parameter_overrides.get(f"qos_overrides.{self.topic}.subscription.reliability")
         return None if override is None else str(override.value)
 
