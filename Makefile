@@ -14,12 +14,12 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 VPY := $(VENV)/bin/python
-STAMP_INPUTS := requirements/runtime.txt requirements/robot.txt requirements/test.txt setup.py setup.cfg
+STAMP_INPUTS := requirements/runtime.txt requirements/robot.txt requirements/engines.txt requirements/test.txt setup.py setup.cfg
 
 # Python 3.12 as on Ubuntu 24.04: `python3.12` on PATH, else pyenv's newest 3.12.
 PYTHON_JAZZY ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),$(shell v=$$(pyenv whence python3.12 2>/dev/null | tail -n1) && [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python3.12 2>/dev/null),python3.12)
 VENV_JAZZY := .venv-jazzy
-JAZZY_STAMP_INPUTS := requirements/jazzy.txt requirements/robot.txt setup.py setup.cfg
+JAZZY_STAMP_INPUTS := requirements/jazzy.txt requirements/robot.txt requirements/engines.txt setup.py setup.cfg
 
 # pip prints one harmless "Location 'file:///opt/...' is ignored" warning per package on this
 # machine's configuration: drop those lines, keep everything else (pipefail keeps pip's status).

@@ -30,8 +30,9 @@ def _depth_node(context):
         return LaunchConfiguration(name).perform(context)
 
     camera = value("camera").rstrip("/")
-    # model/device/precision override the params file only when given, so the file stays in charge.
-    overrides = {name: value(name) for name in ("model", "device", "precision", "input_reliability") if value(name)}
+    # model/engine/device/precision override the params file only when given, so the file stays in charge.
+    overrides = {name: value(name) for name in ("model", "engine", "device", "precision", "input_reliability")
+                 if value(name)}
     overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
     profile = value("dds_profile")
     # Fast DDS reads this when the node creates its participant; other RMWs ignore it.
@@ -67,7 +68,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="CameraInfo topic; empty: <camera>/camera_info"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its outputs"),
         DeclareLaunchArgument("model", default_value="",
-                              description="Preset name or checkpoint path; empty: the params file's"),
+                              description="Preset name, checkpoint path or exported .onnx; empty: the params file's"),
+        DeclareLaunchArgument("engine", default_value="",
+                              description="torch, onnxruntime, openvino or tensorrt (docs/engines.md); "
+                                          "empty: the params file's (torch)"),
         DeclareLaunchArgument("device", default_value="",
                               description="auto, cpu, cuda or cuda:N; empty: the params file's"),
         DeclareLaunchArgument("precision", default_value="",

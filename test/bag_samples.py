@@ -3,7 +3,7 @@ zoedepth_ros.data.bag, so that the tests check what is on disk)."""
 
 from __future__ import annotations
 
-from zoedepth_ros.data.bag import typestore
+from zoedepth_ros.data.bag_layout import typestore
 
 
 def raw_messages(path):

@@ -1,15 +1,18 @@
 """ROS plumbing for the node tests: the test camera process, output collection, spinning, a
-per-test harness, and process measurements for the soak and fuzz tests.
+per-test harness, launch files, and process measurements for the soak and fuzz tests.
 
 DDS isolation (domain id, localhost discovery, Fast DDS) comes from test/conftest.py, which sets
-it before rclpy loads; the camera subprocess inherits it.
+it before rclpy loads; the camera subprocess inherits it. The fixtures built on these (`context`,
+`ros`, `checkpoint`, ...) are in conftest.py too.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -19,11 +22,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from zoedepth_ros.ros.processes import stop_process
 
 from image_samples import encode, pack
 
@@ -66,18 +72,23 @@ class CameraProcess:
     def __init__(self, namespace: str, width: int, height: int, timeout: float = 30.0, qos: str | None = None,
                  env: dict[str, str] | None = None):
         """`qos`: publisher_proc.py's --qos; `env`: the process's environment (default: this one's)."""
+        # A thread reads its output line by line, from a pipe of our own: Popen's would also be
+        # drained by stop_process, at the same time.
+        read_end, write_end = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, str(TEST_DIR / "publisher_proc.py"), "--namespace", namespace,
              "--width", str(width), "--height", str(height), *(["--qos", qos] if qos else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env,
+            stdin=subprocess.PIPE, stdout=write_end, text=True, cwd=REPO, env=env,
         )
+        os.close(write_end)
         self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read, args=(os.fdopen(read_end),), daemon=True).start()
         self.expect("ready", timeout)
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self._lines.put(line.strip())
+    def _read(self, output) -> None:
+        with output:
+            for line in output:
+                self._lines.put(line.strip())
 
     def expect(self, word: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -99,13 +110,8 @@ class CameraProcess:
         self.expect("sent", timeout)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """End of its commands (stdin closed): it shuts down rclpy and exits, or is killed after 10 s."""
+        stop_process(self.proc, timeout=10, sig=None)
 
     def __enter__(self) -> CameraProcess:
         return self
@@ -217,13 +223,6 @@ def ros_context():
         context.try_shutdown()
 
 
-def save_tiny_checkpoint(directory: Path, img_size: tuple[int, int] = (32, 32), kind: str = "N") -> str:
-    """A random-weight model small enough for tens of milliseconds per frame on one CPU thread."""
-    from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
-
-    return str(save_checkpoint(ZoeDepth(tiny_config(kind, img_size=img_size)).eval(), directory / "tiny.safetensors"))
-
-
 class Harness:
     """One test's ROS world: its own namespace, and the nodes it creates, destroyed by `close`.
 
@@ -323,15 +322,14 @@ def native_threads() -> int:
     return _proc_status("Threads")
 
 
-@contextlib.contextmanager
-def one_torch_thread():
-    """Inference on one thread: a tiny model gains nothing from more, and on loaded shared cores
-    OpenMP's spinning workers made a 25 ms frame take half a second."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def launch_description(path: Path):
+    """The LaunchDescription of the launch file at `path`. The file is compiled first, so a syntax
+    error fails everywhere; the rest skips the test where launch_ros (a ROS apt package, not on
+    PyPI) is missing."""
+    compile(path.read_text(), str(path), "exec")
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros is not installable here (ROS apt package); runs on a robot")
+    spec = importlib.util.spec_from_file_location(path.name.removesuffix(".py").replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()

@@ -11,22 +11,18 @@ import numpy as np
 import pytest
 import yaml
 
-from zoedepth_ros.data.bag import (
+from zoedepth_ros.data.bag import BagWriter, FrameIndex, message_count, read_frames, read_metadata
+from zoedepth_ros.data.bag_layout import (
     DEFAULT_TOPICS,
     BagError,
     BagFrame,
     BagTopics,
-    BagWriter,
-    FrameIndex,
-    decode_depth,
     decode_rgb,
     make_camera_info_msg,
     make_image_msg,
-    message_count,
-    read_frames,
-    read_metadata,
     typestore,
 )
+from zoedepth_ros.depth_codec import decode_depth
 from zoedepth_ros.image_codec import decode_image_msg
 
 from bag_samples import raw_messages

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from zoedepth_ros.benchmark import arch_config, build_models, interleaved
+from zoedepth_ros.bench.models import arch_config, build_models
+from zoedepth_ros.bench.timing import interleaved
 from zoedepth_ros.cli import main
 
 
@@ -30,21 +36,60 @@ def test_architecture_names():
         arch_config("tiny-X")
 
 
+def this_machine() -> str:
+    """The report's description of the machine it ran on, worked out here: the first CPU model
+    name of /proc/cpuinfo, the CPU count, torch's threads and version, the Python."""
+    cpuinfo = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+?)\s*$", cpuinfo.read_text() if cpuinfo.is_file() else "", re.MULTILINE)
+    return (f"{found.group(1) if found else 'unknown CPU'}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}")
+
+
+def check_ratios(rows: list[dict], expected: set[tuple[str, str]]) -> None:
+    """The rows carry exactly the `expected` (row, "vs REF") ratios, each the row's median time over
+    that of row REF."""
+    by_name = {r["name"]: r for r in rows}
+    assert {(r["name"], key) for r in rows for key in r if key.startswith("vs ")} == expected
+    for name, key in expected:
+        row, reference = by_name[name], by_name[key[len("vs "):]]
+        assert row[key] == pytest.approx(row["median_ms"] / reference["median_ms"], rel=1e-12), (name, key)
+
+
 def test_forward_and_estimator_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
+    started = time.perf_counter()
     assert main(["benchmark", "--arch", "tiny-NK", "--parts", "forward,estimator", "--precision", "fp32",
                  "--size", "192x256", "--frame", "120x160", "--iters", "1", "--warmup", "0", "--compile",
                  "--out", str(out)]) == 0
+    elapsed_s = time.perf_counter() - started
     results = json.loads(out.read_text())
     forward = {r["name"]: r for r in results["forward"]}
     assert set(forward) == {"ours fp32", "ours fp32 compiled", "port fp32"}
-    assert forward["ours fp32"]["vs port fp32"] > 0 and forward["ours fp32 compiled"]["vs port fp32"] > 0
-    assert results["compile_s"]["ours fp32 compiled"] > 0
+    check_ratios(results["forward"], {("ours fp32", "vs port fp32"), ("ours fp32 compiled", "vs port fp32")})
+    assert 0 < results["compile_s"]["ours fp32 compiled"] < elapsed_s
     estimator = {r["name"]: r for r in results["estimator"]}
-    assert {"ours fp32", "ours fp32 flip", "port fp32", "port fp32 flip"} <= set(estimator)
-    assert estimator["ours fp32 flip"]["vs port fp32 flip"] > 0
-    assert "AMD" in results["machine"] or "cores" in results["machine"]
+    assert set(estimator) == {"ours fp32", "ours fp32 flip", "port fp32", "port fp32 flip"}
+    check_ratios(results["estimator"], {("ours fp32", "vs port fp32"), ("ours fp32 flip", "vs port fp32 flip")})
+    assert results["machine"] == this_machine()
     assert "vs port fp32" in capsys.readouterr().out
+
+
+def test_engines_are_timed_against_ours_and_the_port(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--arch", "tiny-NK", "--parts", "forward,parity", "--precision", "fp32",
+                 "--engines", "torch,onnxruntime,openvino", "--size", "192x256", "--iters", "1", "--warmup", "0",
+                 "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert {r["name"] for r in results["forward"]} == {"ours fp32", "port fp32", "onnxruntime fp32", "openvino fp32"}
+    check_ratios(results["forward"], {("ours fp32", "vs port fp32"), *{
+        (f"{e} fp32", ref) for e in ("onnxruntime", "openvino") for ref in ("vs ours fp32", "vs port fp32")}})
+    assert set(results["compile_s"]) == {"ONNX export", "onnxruntime load", "openvino load"}
+    for engine in ("onnxruntime fp32", "openvino fp32"):
+        assert results["agreement"][engine]["median_rel"] < 1e-5
+    assert {(r["engine"], r["case"]) for r in results["parity"]} == {
+        (e, c) for e in ("onnxruntime", "openvino") for c in ("route nyu", "route kitti", "mixed batch")}
+    assert all(r["ok"] for r in results["parity"])
 
 
 def test_node_part_over_dds_with_the_shipped_profile(tmp_path):

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +20,8 @@ from zoedepth_ros.model.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
-def tiny_nk():
-    torch.manual_seed(0)
-    return ZoeDepth(tiny_config("NK")).eval()
+def tiny_nk(tiny_model):
+    return tiny_model("NK")
 
 
 def _same_output(a: ZoeDepth, b: ZoeDepth):
@@ -101,10 +101,10 @@ def test_pickle_with_code_is_refused_and_does_not_run(tmp_path):
     assert not marker.exists()
 
 
-def test_truncated_files_are_named(tiny_nk, tmp_path):
-    good = save_checkpoint(tiny_nk, tmp_path / "good.safetensors")
+def test_truncated_files_are_named(tiny_checkpoint, tmp_path):
+    good = Path(tiny_checkpoint("NK")).read_bytes()
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="cut.safetensors.*truncated or corrupt"):
         load_model(cut)
     pt = tmp_path / "model.pt"
@@ -115,13 +115,12 @@ def test_truncated_files_are_named(tiny_nk, tmp_path):
         load_model(short)
 
 
-def test_wrong_and_missing_keys_are_named(tiny_nk, tmp_path):
+def test_wrong_and_missing_keys_are_named(tiny_checkpoint, tmp_path):
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    path = save_checkpoint(tiny_nk, tmp_path / "a.safetensors")
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
+    path = tiny_checkpoint("NK")
+    with safe_open(path, "pt") as f:
         meta = f.metadata()
     state = load_file(path)
     state["decoder.head_conv9.weight"] = state.pop("decoder.head_conv3.weight")

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoedepth_ros.model import DepthEstimator, ZoeDepth, tiny_config
-from zoedepth_ros.model.estimator import network_size, reflect_padding
+from zoedepth_ros.inference import DepthEstimator
+from zoedepth_ros.inference.estimator import network_size, reflect_padding
 
 
 @pytest.mark.parametrize("size, expected", [
@@ -25,9 +25,8 @@ def test_eval_mode_stretches():
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return ZoeDepth(tiny_config("NK")).eval()
+def model(tiny_model):
+    return tiny_model("NK")
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +36,16 @@ def image():
     return np.ascontiguousarray(np.kron(base, np.ones((10, 10, 1), dtype=np.uint8)))  # 120x160, structured
 
 
-def _reference(model, image, size, flip):
-    """Straight from the definitions: [0,1], bilinear align_corners resize, normalise, forward."""
+def _network_input(image, size):
+    """Straight from the definitions: [0,1], bilinear align_corners resize, normalise."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-    x = (x - 0.5) / 0.5
+    return (x - 0.5) / 0.5
+
+
+def _reference(model, image, size, flip):
+    """The network input straight from the definitions, forward, optional flip average."""
+    x = _network_input(image, size)
     with torch.no_grad():
         d = model(x).metric_depth
         if flip:
@@ -104,9 +108,22 @@ def test_bf16_close_to_fp32(model, image):
 
 
 def test_std_is_a_spread(model, image):
+    """std = sqrt(sum_c p_c (c - d)^2) per pixel of the network output, from the bin probabilities
+    p_c and centres c of the depth distribution whose mean d is the depth; then resized to the
+    input size as the depth is (infer mode: bicubic)."""
     pred = DepthEstimator(model, device="cpu").predict(image, with_std=True)
     assert pred.std.shape == image.shape[:2] and np.all(np.isfinite(pred.std)) and np.all(pred.std >= 0)
     assert pred.std.mean() > 0
+
+    with torch.no_grad():
+        out = model(_network_input(image, network_size(*image.shape[:2], model.config.img_size)), return_bins=True)
+    p, c = out.probs.double(), out.bin_centers.double()
+    torch.testing.assert_close(p.sum(1), torch.ones_like(p.sum(1)), rtol=0, atol=1e-6)  # a distribution over bins
+    d = (p * c).sum(1, keepdim=True)
+    torch.testing.assert_close(d, out.metric_depth.double(), rtol=1e-5, atol=1e-6)  # whose mean is the depth
+    std = (p * (c - d) ** 2).sum(1, keepdim=True).sqrt()
+    expected = F.interpolate(std, size=image.shape[:2], mode="bicubic", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(pred.std, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_bad_inputs(model, image):

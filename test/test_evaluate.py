@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from zoedepth_ros.cli import main
-from zoedepth_ros.data.bag import BagFrame, make_camera_info_msg, make_image_msg, read_frames, typestore
+from zoedepth_ros.data.bag import read_frames
+from zoedepth_ros.data.bag_layout import BagFrame, make_camera_info_msg, make_image_msg, typestore
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval import evaluate as evaluate_module
 from zoedepth_ros.eval.metrics import METRIC_NAMES, MetricsAccumulator, score_frame
@@ -201,33 +202,24 @@ def test_seam_pairs_streams_by_stamp_in_memory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
-
-    torch.manual_seed(0)
-    # A small network input, and one thread: on a shared, loaded CPU two torch threads spin
-    # against other processes and run this tiny model 20x slower than one.
-    model = ZoeDepth(tiny_config("NK", img_size=(96, 128))).eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
-    torch.set_num_threads(threads)
+def checkpoint(tiny_checkpoint, one_torch_thread):
+    # A small network input, and one thread (one_torch_thread).
+    return tiny_checkpoint("NK", (96, 128))
 
 
 @pytest.mark.parametrize("storage,batch_size", [("sqlite3", 1), ("mcap", 2)])
-def test_model_in_process_equals_scoring_the_estimator_directly(tmp_path, tiny_model, storage, batch_size):
-    from zoedepth_ros.model import DepthEstimator, load_model
+def test_model_in_process_equals_scoring_the_estimator_directly(tmp_path, checkpoint, storage, batch_size):
+    from zoedepth_ros.inference import DepthEstimator
+    from zoedepth_ros.model import load_model
 
     bag = write_synth_bag(tmp_path / "synth", frames=3, size=(96, 128), storage=storage, progress=False)
     out = tmp_path / "out"
-    rc = main(["evaluate", str(bag), "--model", str(tiny_model), "--device", "cpu", "--batch-size", str(batch_size),
+    rc = main(["evaluate", str(bag), "--model", str(checkpoint), "--device", "cpu", "--batch-size", str(batch_size),
                "--out", str(out), "--no-progress"])
     assert rc == 0
     summary = read_summary(out)
 
-    estimator = DepthEstimator(load_model(tiny_model), device="cpu", flip_tta=True, pad=False, mode="eval")
+    estimator = DepthEstimator(load_model(checkpoint), device="cpu", flip_tta=True, pad=False, mode="eval")
     expected = MetricsAccumulator()
     for frame in read_frames(bag):
         expected.update(score_frame(estimator.predict(frame.rgb).depth, frame.depth, PROTOCOL))
@@ -235,7 +227,7 @@ def test_model_in_process_equals_scoring_the_estimator_directly(tmp_path, tiny_m
     for name, value in expected.mean().items():
         # batching may change the last float32 bits of a convolution
         assert summary[name] == pytest.approx(value, rel=1e-9 if batch_size == 1 else 1e-5), name
-    assert summary["model"] == str(tiny_model) and summary["inference"]["device"] == "cpu"
+    assert summary["model"] == str(checkpoint) and summary["inference"]["device"] == "cpu"
     assert len(read_rows(out)) == 3 and (out / "worst_frames.png").is_file()
 
 

@@ -5,7 +5,6 @@ one frame, and a checkpoint of another architecture. The node must keep serving 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,20 +17,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from zoedepth_ros.cloud import CloudBuilder
-from zoedepth_ros.model import CheckpointError, DepthEstimator, ZoeDepth, load_model, save_checkpoint, tiny_config
+from zoedepth_ros.inference import DepthEstimator
+from zoedepth_ros.model import CheckpointError, load_model
+from zoedepth_ros.ros.processes import stop_process
 
 from ros_helpers import P_CX, P_CY, P_FX, P_FY, REPO, Harness, send_frame, wait_until
 
 DEPTH = {"depth/image": Image}
 WITH_CLOUD = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2}
 DIAGNOSTICS = {"/diagnostics": DiagnosticArray}
-
-
-@pytest.fixture
-def ros(context, checkpoint, request):
-    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name[len('test_'):][:40]}", checkpoint)
-    yield harness
-    harness.close()
 
 
 def latest_status(ros, collector) -> DiagnosticStatus | None:
@@ -148,8 +142,7 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
                               timeout=30.0)
             send_frame(camera, collector, (710, 0), DEPTH)
         finally:
-            viewer.send_signal(signal.SIGKILL)
-            viewer.wait()
+            stop_process(viewer, sig=signal.SIGKILL)
         for i in range(1, 6):
             started = time.monotonic()
             send_frame(camera, collector, (710 + i, 0), DEPTH, timeout=5.0)
@@ -170,7 +163,7 @@ class FailingEstimator(DepthEstimator):
 
 @pytest.mark.slow
 def test_out_of_memory_and_device_errors_cost_one_frame_each(ros, monkeypatch, capfd):
-    monkeypatch.setattr("zoedepth_ros.model.DepthEstimator", FailingEstimator)
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", FailingEstimator)
     monkeypatch.setattr(FailingEstimator, "faults", [
         None,
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
@@ -215,13 +208,12 @@ def test_a_qos_override_stays_on_its_topic(ros, context):
         other.close()
 
 
-def test_a_checkpoint_of_another_architecture_is_refused_with_the_keys_named(ros, tmp_path, capfd):
+def test_a_checkpoint_of_another_architecture_is_refused_with_the_keys_named(ros, tmp_path, tiny_checkpoint, capfd):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    n = save_checkpoint(ZoeDepth(tiny_config("N", img_size=(32, 32))), tmp_path / "n.safetensors")
-    nk = save_checkpoint(ZoeDepth(tiny_config("NK", img_size=(32, 32))), tmp_path / "nk.safetensors")
-    with safe_open(str(nk), "pt") as f:
+    n, nk = tiny_checkpoint("N", (32, 32)), tiny_checkpoint("NK", (32, 32))
+    with safe_open(nk, "pt") as f:
         nk_metadata = f.metadata()
     # Weights of the single-head N model, labelled as the routed two-head NK model.
     mislabelled = tmp_path / "mislabelled.safetensors"

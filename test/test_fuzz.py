@@ -36,12 +36,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from zoedepth_ros.camera_info import intrinsics_from_camera_info
 from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
-from zoedepth_ros.model import DepthEstimator
+from zoedepth_ros.inference import DepthEstimator
 from zoedepth_ros.ros.diagnostics import THROTTLE_S
 
 from image_samples import block_image
 from ros_helpers import (
-    Harness,
     camera_info,
     image_array,
     image_message,
@@ -438,40 +437,40 @@ def reason_counts(diagnostics: dict[str, str]) -> collections.Counter:
                                 if key.startswith("rejected: ")})
 
 
+@pytest.fixture
+def harness_options(namespace):
+    return {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH, "max_image_pixels": LIMIT, "new_sequence_after_s": 3600.0,
+            **reliable_inputs(namespace, depth=QUEUE)}
+
+
 @pytest.mark.slow
-def test_fuzzed_messages_are_each_rejected_counted_and_logged(context, checkpoint, capfd):
-    namespace = f"/zd_{os.getpid()}_fuzz"
-    ros = Harness(context, namespace, checkpoint, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
-                  max_image_pixels=LIMIT, new_sequence_after_s=3600.0, **reliable_inputs(namespace, depth=QUEUE))
-    try:
-        node = ros.depth_node()
-        outputs = ros.collector({"depth/image": Image, "depth/camera_info": CameraInfo}, history=16)
-        diagnostics = ros.collector({"/diagnostics": DiagnosticArray}, name="diagnostics_collector")
-        run = Run(ros, node, outputs, Oracle(checkpoint))
-        rng = np.random.default_rng(SEED)
-        rss: list[int] = []
-        started = time.monotonic()
-        with ros.spin() as spinner:
-            assert node.autostart()
-            for compressed, share in ((False, 0.6), (True, 0.4)):
-                if compressed:
-                    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-                    assert node.set_parameters([Parameter("input_transport", value="compressed")])[0].successful
-                    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-                topic = "image/compressed" if compressed else "image"
-                assert wait_until(lambda topic=topic: run.publishers[topic].get_subscription_count() == 1
-                                         and run.publishers["camera_info"].get_subscription_count() == 1, timeout=10.0)
-                run.phase(Fuzzer(rng, compressed), int(MESSAGES * share), rng, rss)
-            rss.append(rss_bytes())
-            total_images, total_infos = run._images_sent(), run.sent["camera_info"]
-            assert wait_until(lambda: ros.latest_diagnostics(diagnostics).get("frames in") == str(total_images)
-                              and ros.latest_diagnostics(diagnostics).get("camera_info in") == str(total_infos),
-                              timeout=5.0)
-            reported = ros.latest_diagnostics(diagnostics)
-            assert spinner.alive() and node._worker.is_alive()
-        elapsed = time.monotonic() - started
-    finally:
-        ros.close()
+def test_fuzzed_messages_are_each_rejected_counted_and_logged(ros, capfd):
+    node = ros.depth_node()
+    outputs = ros.collector({"depth/image": Image, "depth/camera_info": CameraInfo}, history=16)
+    diagnostics = ros.collector({"/diagnostics": DiagnosticArray}, name="diagnostics_collector")
+    run = Run(ros, node, outputs, Oracle(ros.checkpoint))
+    rng = np.random.default_rng(SEED)
+    rss: list[int] = []
+    started = time.monotonic()
+    with ros.spin() as spinner:
+        assert node.autostart()
+        for compressed, share in ((False, 0.6), (True, 0.4)):
+            if compressed:
+                assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+                assert node.set_parameters([Parameter("input_transport", value="compressed")])[0].successful
+                assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            topic = "image/compressed" if compressed else "image"
+            assert wait_until(lambda topic=topic: run.publishers[topic].get_subscription_count() == 1
+                                     and run.publishers["camera_info"].get_subscription_count() == 1, timeout=10.0)
+            run.phase(Fuzzer(rng, compressed), int(MESSAGES * share), rng, rss)
+        rss.append(rss_bytes())
+        total_images, total_infos = run._images_sent(), run.sent["camera_info"]
+        assert wait_until(lambda: ros.latest_diagnostics(diagnostics).get("frames in") == str(total_images)
+                          and ros.latest_diagnostics(diagnostics).get("camera_info in") == str(total_infos),
+                          timeout=5.0)
+        reported = ros.latest_diagnostics(diagnostics)
+        assert spinner.alive() and node._worker.is_alive()
+    elapsed = time.monotonic() - started
 
     assert sum(run.sent.values()) >= MESSAGES
     assert reason_counts(reported) == run.expected

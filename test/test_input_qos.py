@@ -20,19 +20,12 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from zoedepth_ros.ros.processes import DDS_PROFILE_VARIABLE, shipped_dds_profile
+from zoedepth_ros.ros.processes import DDS_PROFILE_VARIABLE, shipped_dds_profile, stop_process
 
-from ros_helpers import REPO, CameraProcess, Harness, wait_until
+from ros_helpers import REPO, CameraProcess, wait_until
 
 FRAMES, RATE_HZ = 100, 5.0
 WIDTH, HEIGHT = 640, 480
-
-
-@pytest.fixture
-def ros(context, checkpoint, request):
-    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name[len('test_'):][:40]}", checkpoint)
-    yield harness
-    harness.close()
 
 
 def _without_profile() -> dict[str, str]:
@@ -61,12 +54,7 @@ def launched_node(ros):
             latest.reported = reported
             yield latest
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc)
 
 
 def _stream(ros, latest, qos: str, env: dict[str, str]) -> tuple[int, dict[str, str]]:

@@ -7,7 +7,6 @@ as `ros2 service call` / `ros2 param set` would send them.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -16,6 +15,8 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+
+from zoedepth_ros.ros.processes import stop_process
 
 from ros_helpers import REPO, Harness, wait_until
 
@@ -29,13 +30,6 @@ PRIMARY = {State.PRIMARY_STATE_UNCONFIGURED: "unconfigured", State.PRIMARY_STATE
 TOWARDS = {("unconfigured", "inactive"): 1, ("unconfigured", "active"): 1, ("inactive", "active"): 3,
            ("active", "inactive"): 4, ("active", "unconfigured"): 4, ("inactive", "unconfigured"): 2}
 TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def ros(context, checkpoint, request):
-    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name[len('test_'):][:40]}", checkpoint)
-    yield harness
-    harness.close()
 
 
 class NodeProcess:
@@ -63,12 +57,7 @@ class NodeProcess:
     def stop(self) -> str:
         if self.proc is None:
             return ""
-        self.proc.terminate()
-        try:
-            output, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            output, _ = self.proc.communicate()
+        output = stop_process(self.proc)
         self.proc = None
         return output
 

@@ -7,8 +7,6 @@ subscriber run in this process, spun by a background executor. Every test uses i
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -26,8 +24,9 @@ from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from zoedepth_ros.image_codec import SUPPORTED_ENCODINGS, decode_compressed_msg, decode_image_msg
-from zoedepth_ros.model import DepthEstimator
+from zoedepth_ros.inference import DepthEstimator
 from zoedepth_ros.ros.parameters import PARAMETERS, Settings, validate
+from zoedepth_ros.ros.processes import stop_process
 
 from image_samples import block_image
 from ros_helpers import (
@@ -36,9 +35,10 @@ from ros_helpers import (
     P_FX,
     P_FY,
     REPO,
-    Harness,
+    image_array,
     image_message,
-    save_tiny_checkpoint,
+    launch_description,
+    send_frame,
     stamp_key,
     wait_until,
 )
@@ -50,17 +50,14 @@ MIN_DEPTH, MAX_DEPTH = 0.5, 50.0
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tiny_checkpoint):
     # Both heads and the router; a 64x64 network input keeps a CPU forward pass around a tenth of a second.
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"), img_size=(64, 64), kind="NK")
+    return tiny_checkpoint("NK", (64, 64))
 
 
 @pytest.fixture
-def ros(context, checkpoint, request):
-    harness = Harness(context, f"/zd_{os.getpid()}_{request.node.name.split('[')[0][len('test_'):]}", checkpoint,
-                      size=(W, H), min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
-    yield harness
-    harness.close()
+def harness_options():
+    return {"size": (W, H), "min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH}
 
 
 class RampedEstimator(DepthEstimator):
@@ -78,6 +75,17 @@ class RampedEstimator(DepthEstimator):
         return prediction
 
 
+class RecordingEstimator(DepthEstimator):
+    """The real model, every prediction kept: what the node was given to publish."""
+
+    predictions: list = []
+
+    def predict(self, rgb, with_std=False):
+        prediction = super().predict(rgb, with_std)
+        RecordingEstimator.predictions.append(prediction)
+        return prediction
+
+
 class SlowEstimator(DepthEstimator):
     """The real model plus a fixed delay: inference clearly slower than the camera."""
 
@@ -90,22 +98,6 @@ class SlowEstimator(DepthEstimator):
         prediction = super().predict(rgb, with_std)
         SlowEstimator.durations.append(time.perf_counter() - started)
         return prediction
-
-
-def image_array(msg: Image) -> np.ndarray:
-    dtype = {"32FC1": "<f4", "16UC1": "<u2", "rgb8": np.uint8}[msg.encoding]
-    pixels = np.frombuffer(msg.data, dtype).reshape(msg.height, msg.width, -1)
-    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
-
-
-def send_frame(camera, collector, stamp, topics=OUTPUTS, timeout=20.0, **command):
-    """Publish one frame and return the outputs stamped with it (one resend: the input is best effort)."""
-    for _ in range(2):
-        camera.send(stamp=list(stamp), **command)
-        outputs = collector.wait(stamp, topics, timeout)
-        if outputs is not None:
-            return outputs
-    pytest.fail(f"no {sorted(topics)} for frame {stamp} ({command})")
 
 
 def check_depth(depth_msg, stamp, raw: np.ndarray):
@@ -151,7 +143,7 @@ def check_colormap(colormap_msg, depth_msg):
 
 @pytest.mark.slow
 def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
-    monkeypatch.setattr("zoedepth_ros.model.DepthEstimator", RampedEstimator)
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", RampedEstimator)
     node = ros.depth_node()
     collector = ros.collector(OUTPUTS)
     # Every encoding, each with colour (its decoded pixels come back in the cloud), strides and
@@ -167,7 +159,7 @@ def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
                 [Parameter("points_stride", value=stride), Parameter("points_color", value=colour)]
             )[0].successful
             stamp = (1000 + i, 1234)
-            outputs = send_frame(camera, collector, stamp, encoding=encoding, padding=padding, seed=i,
+            outputs = send_frame(camera, collector, stamp, OUTPUTS, encoding=encoding, padding=padding, seed=i,
                                  info_scale=info_scale)
             depth_msg, info_msg = outputs["depth/image"], outputs["depth/camera_info"]
             check_depth(depth_msg, stamp, RampedEstimator.raw[-1])
@@ -180,7 +172,9 @@ def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
 
 
 @pytest.mark.slow
-def test_compressed_input_and_optional_outputs(ros):
+def test_compressed_input_and_optional_outputs(ros, monkeypatch):
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", RecordingEstimator)
+    monkeypatch.setattr(RecordingEstimator, "predictions", [])
     node = ros.depth_node(input_transport="compressed", points_color=True, publish_depth_mm=True,
                           publish_uncertainty=True)
     topics = {**OUTPUTS, "depth/image_mm": Image, "depth/uncertainty": Image}
@@ -197,6 +191,11 @@ def test_compressed_input_and_optional_outputs(ros):
             depth_msg = outputs["depth/image"]
             assert stamp_key(depth_msg.header) == stamp and (depth_msg.width, depth_msg.height) == (W, H)
             depth = image_array(depth_msg)
+            # The frame's prediction (a resent frame is the same picture, so the same prediction).
+            predicted = RecordingEstimator.predictions[-1]
+            valid = ~np.isnan(depth)
+            assert valid.any()
+            np.testing.assert_array_equal(depth[valid], predicted.depth[valid])
             sent = image_message(block_image(H, W, i), "rgb8", compressed=codec)
             check_cloud(outputs["depth/points"], depth_msg, outputs["depth/camera_info"], 1,
                         decode_compressed_msg(sent))
@@ -207,13 +206,15 @@ def test_compressed_input_and_optional_outputs(ros):
             np.testing.assert_array_equal(mm == 0, np.isnan(depth))
             np.testing.assert_array_equal(mm[mm > 0], np.rint(depth[mm > 0] * 1000))
             assert std_msg.header == depth_msg.header and std_msg.encoding == "32FC1"
+            # The prediction's spread where the depth is valid, NaN where it is not.
             std = image_array(std_msg)
-            assert (std[~np.isnan(depth)] >= 0).all() and np.isnan(std[np.isnan(depth)]).all()
+            np.testing.assert_array_equal(np.isnan(std), ~valid)
+            np.testing.assert_array_equal(std[valid], predicted.std[valid])
 
 
 @pytest.mark.slow
 def test_latency_stays_bounded_with_a_fast_camera_and_a_slow_model(ros, monkeypatch):
-    monkeypatch.setattr("zoedepth_ros.model.DepthEstimator", SlowEstimator)
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", SlowEstimator)
     node = ros.depth_node(min_depth=0.001, max_depth=1000.0)
     collector = ros.collector({"depth/image": Image, "/diagnostics": DiagnosticArray})
     client = ros.client("latency_client")
@@ -296,7 +297,7 @@ def test_bad_model_fails_cleanly_and_a_reconfigure_recovers(ros, capfd):
             assert not {"depth/camera_info", "depth/points"} & set(collector.received[(3000, 0)])
             # An explicit field of view enables the pinhole guess.
             assert node.set_parameters([Parameter("fallback_hfov_deg", value=90.0)])[0].successful
-            outputs = send_frame(camera, collector, (3001, 0), info_scale=0)
+            outputs = send_frame(camera, collector, (3001, 0), OUTPUTS, info_scale=0)
             info = outputs["depth/camera_info"]
             np.testing.assert_allclose([info.p[0], info.p[2], info.p[5], info.p[6]],
                                        [W / 2, (W - 1) / 2, W / 2, (H - 1) / 2])
@@ -362,7 +363,7 @@ def test_runs_from_the_params_file_through_the_cli(ros):
     try:
         with ros.spin(), ros.camera() as camera:
             # The node process first imports torch and loads the model: allow it time.
-            outputs = send_frame(camera, collector, (4000, 0), timeout=60.0, wait_s=60.0)
+            outputs = send_frame(camera, collector, (4000, 0), OUTPUTS, timeout=60.0, wait_s=60.0)
             assert (outputs["depth/points"].height, outputs["depth/points"].width) == (H, W)  # points_stride 1
             assert parameters.wait_for_services(10.0)
             future = parameters.get_parameters(["max_depth", "publish_colormap", "input_transport"])
@@ -370,12 +371,7 @@ def test_runs_from_the_params_file_through_the_cli(ros):
             values = future.result().values
             assert (values[0].double_value, values[1].bool_value, values[2].string_value) == (80.0, True, "raw")
     finally:
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = node_proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-            output, _ = node_proc.communicate()
+        output = stop_process(node_proc, sig=signal.SIGINT)
     assert node_proc.returncode == 0, output
     assert "Traceback" not in output, output
 
@@ -410,16 +406,10 @@ def test_rviz_config_shows_image_colormap_and_points():
 
 
 def test_launch_file_builds_its_description():
-    path = REPO / "launch" / "zoedepth.launch.py"
-    compile(path.read_text(), str(path), "exec")
-    if importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("launch_ros is not installable here (ROS apt package); runs on a robot")
-    spec = importlib.util.spec_from_file_location("zoedepth_launch", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    description = launch_description(REPO / "launch" / "zoedepth.launch.py")
     names = {action.name for action in description.entities if hasattr(action, "default_value")}
-    assert {"camera", "image", "camera_info", "model", "device", "input_reliability", "params_file", "rviz"} <= names
+    assert {"camera", "image", "camera_info", "model", "engine", "device", "input_reliability", "params_file",
+            "rviz"} <= names
 
 
 _FRESH_ALLOCATION = """

@@ -66,6 +66,13 @@ OPTIONAL = {
     "diagnostic_updater",
     "image_transport",
     "transformers",
+    # the engines (requirements/engines.txt; tensorrt and onnxruntime-gpu by hand on NVIDIA machines)
+    "onnx",
+    "onnx_ir",
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "google",  # protobuf, onnx's (its DecodeError)
 }
 
 _IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from zoedepth_ros.cli import main
 from zoedepth_ros.depth_codec import depth_to_mm16
-from zoedepth_ros.model import DepthEstimator, ZoeDepth, load_model, save_checkpoint, tiny_config
+from zoedepth_ros.inference import DepthEstimator
+from zoedepth_ros.model import load_model
 
 
-def test_predict_outputs(tmp_path, capsys):
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(ZoeDepth(tiny_config("N")).eval(), tmp_path / "n.safetensors")
+def test_predict_outputs(tmp_path, tiny_checkpoint, capsys):
+    ckpt = tiny_checkpoint("N")
     rgb = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "in.png"), rgb[..., ::-1])
     assert main(["predict", "--model", str(ckpt), "-o", str(tmp_path / "d.npy"), "--colormap",

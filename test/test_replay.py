@@ -8,7 +8,6 @@ its own; the replay runs in this process through the CLI, or as a process when i
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import os
 import signal
@@ -25,15 +24,16 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from zoedepth_ros.cli import main
-from zoedepth_ros.data.bag import BagFrame
+from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.protocols import get_protocol
 from zoedepth_ros.eval.scoring import BagEvaluation
-from zoedepth_ros.model import DepthEstimator
+from zoedepth_ros.inference import DepthEstimator
+from zoedepth_ros.ros.processes import stop_process
 from zoedepth_ros.ros.replay import Pairing, ReplaySettings, due_s, published_view
 
-from ros_helpers import REPO, Spinner, save_tiny_checkpoint
+from ros_helpers import REPO, Spinner, launch_description
 
 SIZE = (96, 128)  # the bags' frames, and the tiny model's network input
 LAUNCH_FILE = REPO / "launch" / "evaluate.launch.py"
@@ -43,16 +43,8 @@ REPLAY_PARAMS = {"device": "cpu", "mode": "eval", "flip_tta": True, "min_depth":
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("model"), img_size=SIZE, kind="NK")
-
-
-@pytest.fixture
-def namespace(request):
-    return f"/rp_{os.getpid()}_{request.node.name.split('[')[0][len('test_'):]}"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint("NK", SIZE)
 
 
 @pytest.fixture
@@ -233,12 +225,7 @@ def test_replay_to_a_node_process_at_the_recorded_rate(tmp_path, checkpoint, nam
         rc, replayed = replay(bag, tmp_path / "replay", namespace, "--rate-mode", "recorded", "--timeout", "20")
         elapsed = time.monotonic() - started
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            output = node.communicate(timeout=20)[0]
-        except subprocess.TimeoutExpired:
-            node.kill()
-            output = node.communicate()[0]
+        output = stop_process(node, sig=signal.SIGINT)
     assert rc == 0, output
     assert_same_scores(replayed, evaluated)
     assert replayed["inference"]["frames_lost"] == 0 and elapsed < 60, (replayed["inference"], elapsed)
@@ -258,7 +245,7 @@ class SlowEstimator(DepthEstimator):
 def test_a_rate_above_the_node_counts_the_lost_frames(tmp_path, depth_node, namespace, monkeypatch):
     """The node keeps only the newest frame: frames it skipped are given up as soon as a later
     frame's depth comes back, not after the timeout."""
-    monkeypatch.setattr("zoedepth_ros.model.DepthEstimator", SlowEstimator)
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", SlowEstimator)
     bag = write_synth_bag(tmp_path / "bag", frames=6, size=SIZE, progress=False)
     with depth_node():
         started = time.monotonic()
@@ -290,12 +277,9 @@ def test_sigterm_writes_what_was_scored(tmp_path, context, namespace):
         with Spinner(context, silent):
             assert got_image.wait(60)
             time.sleep(0.5)  # for the replay to book the frame it sent (a signal may land in between)
-            proc.send_signal(signal.SIGTERM)
-            output = proc.communicate(timeout=30)[0]
+            output = stop_process(proc, timeout=30, sig=signal.SIGTERM)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc, sig=signal.SIGKILL)  # nothing left to do unless the test failed before
         silent.destroy_node()
     assert proc.returncode == 130, output
     summary = json.loads((out / "summary.json").read_text())
@@ -309,16 +293,10 @@ def test_sigterm_writes_what_was_scored(tmp_path, context, namespace):
 
 
 def test_launch_file_starts_the_depth_node_and_the_replay():
-    compile(LAUNCH_FILE.read_text(), str(LAUNCH_FILE), "exec")
-    if importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("launch_ros is not installable here (ROS apt package); runs on a robot")
+    description = launch_description(LAUNCH_FILE)
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
-    spec = importlib.util.spec_from_file_location("evaluate_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
     declared = {a.name for a in description.entities if isinstance(a, DeclareLaunchArgument)}
     assert {"bag", "model", "device", "out", "protocol"} <= declared
     context = LaunchContext()

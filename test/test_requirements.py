@@ -85,27 +85,39 @@ def test_robot_lists_nothing_apt_provides():
     assert not ros, f"requirements/robot.txt lists ROS packages {ros}: a robot has them from apt"
 
 
-def test_robot_lists_ranges_with_both_ends():
-    includes, robot = read("robot.txt")
-    assert not includes, "requirements/robot.txt must stand alone (the robot installs only it)"
-    assert robot, "requirements/robot.txt is empty"
+# What a robot installs with pip: robot.txt, and engines.txt for the optional engines.
+ROBOT_SETS = ["robot.txt", "engines.txt"]
+
+
+@pytest.mark.parametrize("robot_set", ROBOT_SETS)
+def test_robot_lists_ranges_with_both_ends(robot_set):
+    includes, robot = read(robot_set)
+    assert not includes, f"requirements/{robot_set} must stand alone (the robot installs only it)"
+    assert robot, f"requirements/{robot_set} is empty"
     for req in robot.values():
         ops = {s.operator for s in req.specifier}
-        assert ">=" in ops and "<" in ops, f"robot.txt: {req} needs a range (>=tested,<next)"
-        assert not ops & {"==", "===", "~="}, f"robot.txt: {req} must be a range, not a pin"
-        assert req.marker is None and not req.url, f"robot.txt: {req}: plain name and range only"
+        assert ">=" in ops and "<" in ops, f"{robot_set}: {req} needs a range (>=tested,<next)"
+        assert not ops & {"==", "===", "~="}, f"{robot_set}: {req} must be a range, not a pin"
+        assert req.marker is None and not req.url, f"{robot_set}: {req}: plain name and range only"
 
 
+def test_engines_list_nothing_apt_or_robot_txt_provides():
+    _, engines = read("engines.txt")
+    apt = set().union(*APT_PROVIDED.values())
+    assert not set(engines) & (apt | set(read("robot.txt")[1])), "engines.txt repeats apt's or robot.txt's"
+
+
+@pytest.mark.parametrize("robot_set", ROBOT_SETS)
 @pytest.mark.parametrize("name", ["runtime.txt", "jazzy.txt"])
-def test_pinned_sets_include_the_robot_ranges_at_their_lower_ends(name):
+def test_pinned_sets_include_the_robot_ranges_at_their_lower_ends(name, robot_set):
     includes, _ = read(name)
-    assert "robot.txt" in includes, f"requirements/{name} must include robot.txt (-r robot.txt)"
+    assert robot_set in includes, f"requirements/{name} must include {robot_set} (-r {robot_set})"
     pinned = pins(name)
-    for key, req in read("robot.txt")[1].items():
+    for key, req in read(robot_set)[1].items():
         assert key in pinned, f"requirements/{name} does not pin {req.name} (robot.txt: {req})"
         lower = next(Version(s.version) for s in req.specifier if s.operator == ">=")
         assert pinned[key] == lower, (
-            f"requirements/{name} pins {req.name}=={pinned[key]}, but robot.txt's range {req} starts at "
+            f"requirements/{name} pins {req.name}=={pinned[key]}, but {robot_set}'s range {req} starts at "
             f"{lower}: test what the robot may get at worst (move both together)"
         )
 

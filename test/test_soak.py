@@ -23,7 +23,6 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_helpers import (
-    Harness,
     native_threads,
     reliable_inputs,
     rss_bytes,
@@ -41,11 +40,8 @@ SUCCESS = TransitionCallbackReturn.SUCCESS
 
 
 @pytest.fixture
-def ros(context, checkpoint, request):
-    namespace = f"/zd_{os.getpid()}_{request.node.name[len('test_'):][:40]}"
-    harness = Harness(context, namespace, checkpoint, size=(48, 32), **reliable_inputs(namespace))
-    yield harness
-    harness.close()
+def harness_options(namespace):
+    return {"size": (48, 32), **reliable_inputs(namespace)}
 
 
 @pytest.mark.slow

@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 
 from zoedepth_ros.data.bag import read_frames, read_metadata
-from zoedepth_ros.data.synth import (
-    Box,
-    CameraPose,
-    Material,
-    Plane,
-    Scene,
-    Sphere,
-    default_intrinsics,
-    render,
-    render_indoor,
-    render_outdoor,
-)
+from zoedepth_ros.data.synth import default_intrinsics
+from zoedepth_ros.data.synth_render import Box, CameraPose, Material, Plane, Scene, Sphere, render
+from zoedepth_ros.data.synth_scenes import render_indoor, render_outdoor
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol
 
 GREY = Material("solid", np.full(3, 0.5), np.zeros(3))

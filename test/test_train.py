@@ -248,11 +248,10 @@ def test_config_overrides_and_errors():
             load_config(REPO / "config" / "train_nyu.yaml", bad)
 
 
-def test_param_groups_follow_the_recipe():
-    from zoedepth_ros.model import ZoeDepth, tiny_config
+def test_param_groups_follow_the_recipe(tiny_model):
     from zoedepth_ros.train.optim import freeze
 
-    model = ZoeDepth(tiny_config("NK"))
+    model = tiny_model("NK")
     ocfg = load_config(REPO / "config" / "train_nk.yaml")["optim"]
     groups = {g["name"]: g for g in param_groups(model, ocfg)}
     assert {n: g["lr"] for n, g in groups.items()} == pytest.approx(
@@ -268,13 +267,11 @@ def test_param_groups_follow_the_recipe():
 
 
 @pytest.mark.parametrize("kind", ["N", "K", "NK"])
-def test_model_names_its_parameter_groups(kind):
+def test_model_names_its_parameter_groups(kind, tiny_model):
     """The model, not the trainer, says which parameters are the encoder, its position tables, the
     decoder and the metric head: each parameter in one part, in the model's order (what the
     optimizer state of a resumed run is indexed by)."""
-    from zoedepth_ros.model import ZoeDepth, tiny_config
-
-    model = ZoeDepth(tiny_config(kind))
+    model = tiny_model(kind)
     parts = model.parameter_groups()
     assert list(parts) == ["metric_head", "decoder", "encoder", "pos_enc"]
     names = {id(p): n for n, p in model.named_parameters()}
@@ -312,15 +309,14 @@ def test_architecture_names_parse_in_the_model_package():
         load_config(SYNTH_CONFIG, ["model.arch=tiny-X"])
 
 
-def test_build_model_from_checkpoint_or_fresh_with_encoder(tmp_path):
+def test_build_model_from_checkpoint_or_fresh_with_encoder(tiny_checkpoint):
     from safetensors.torch import load_file
 
-    from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
+    from zoedepth_ros.model import ZoeDepth, tiny_config
     from zoedepth_ros.train.config import DEFAULTS
     from zoedepth_ros.train.trainer import build_model
 
-    torch.manual_seed(0)
-    source = save_checkpoint(ZoeDepth(tiny_config("NK")), tmp_path / "source.safetensors")
+    source = tiny_checkpoint("NK")
     reference = ZoeDepth(tiny_config("NK"))
     reference.load_state_dict(load_file(source))
 
@@ -328,6 +324,7 @@ def test_build_model_from_checkpoint_or_fresh_with_encoder(tmp_path):
     assert loaded.config == reference.config.replace(img_size=(64, 96))
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in loaded.state_dict().items())
 
+    torch.manual_seed(1)  # the fresh model's own weights (the source's are seed 0's)
     fresh = build_model({**DEFAULTS["model"], "arch": "tiny-N", "encoder_init": str(source)})
     assert not fresh.config.routed
     for key, value in fresh.state_dict().items():
@@ -394,16 +391,6 @@ def test_bag_source_reads_what_the_evaluator_reads(synth_root):
         np.testing.assert_array_equal(depth, frames[index].depth)
 
 
-@pytest.fixture
-def one_thread():
-    # On a shared, loaded CPU two torch threads spin against other processes and run a tiny
-    # model several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(root: Path, out: Path, *args: str) -> int:
     return cli_main(["train", "--config", str(SYNTH_CONFIG), "--set", f"data.root={root}", "--out-dir", str(out),
                      "--set", "train.progress=false", *args])
@@ -417,11 +404,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_and_its_checkpoint_runs_in_the_evaluator(synth_root, tmp_path, one_thread):
+def test_tiny_model_learns_and_its_checkpoint_runs_in_the_evaluator(synth_root, tmp_path, one_torch_thread):
     from zoedepth_ros.data.bag import read_frames, read_metadata
     from zoedepth_ros.eval.metrics import score_frame
     from zoedepth_ros.eval.protocols import Protocol
-    from zoedepth_ros.model import DepthEstimator, load_model
+    from zoedepth_ros.inference import DepthEstimator
+    from zoedepth_ros.model import load_model
 
     out = tmp_path / "run"
     code = _train(synth_root, out, "--arch", "tiny-N", "--set", "model.img_size=[64,64]", "--batch-size", "4",
@@ -452,7 +440,7 @@ def test_tiny_model_learns_and_its_checkpoint_runs_in_the_evaluator(synth_root, 
 
 
 @pytest.mark.slow
-def test_resume_equals_straight_run(synth_root, tmp_path, one_thread):
+def test_resume_equals_straight_run(synth_root, tmp_path, one_torch_thread):
     from safetensors.torch import load_file
 
     # NK: alternating datasets, router loss, gradient accumulation, validation in between.

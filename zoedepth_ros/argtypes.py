@@ -42,3 +42,12 @@ def positive_float(text: str) -> float:
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--engine` option of the commands that run the estimator."""
+    from zoedepth_ros.inference.engine_names import ENGINES
+
+    parser.add_argument("--engine", choices=ENGINES, default="torch",
+                        help="what runs the network (default torch); the others take an exported .onnx as "
+                             "--model, or export the checkpoint once into the export cache")

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("zoedepth_ros.train.trainer", "train or fine-tune ZoeDepth (single process or torchrun)"),
     "benchmark": ("zoedepth_ros.benchmark", "time our engine against the transformers port (same weights)"),
     "weights": ("zoedepth_ros.model.weights_command", "manage model weights: fetch, convert, list the cache"),
+    "export": ("zoedepth_ros.model.export_command", "export a model to ONNX (encoder, decoder, heads and router)"),
 }
 
 

@@ -18,7 +18,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -108,42 +107,6 @@ def cloud_arrays(msg) -> tuple[np.ndarray, np.ndarray | None]:
     return xyz, np.ascontiguousarray(bgr[:, ::-1])
 
 
-class _Listener:
-    """Keeps the first cloud per frame id and the node's last diagnostics."""
-
-    def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile
-        from sensor_msgs.msg import PointCloud2
-
-        self.node = rclpy.create_node("zoedepth_demo_listener", namespace=NAMESPACE)
-        self.clouds: list = []
-        self.diagnostics: dict[str, str] = {}
-        self.lock = threading.Lock()
-        self.node.create_subscription(PointCloud2, "depth/points", self._on_cloud, QoSProfile(depth=2))
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=10))
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
-
-    def _on_cloud(self, msg) -> None:
-        with self.lock:
-            self.clouds.append(msg)
-            del self.clouds[:-1]  # the newest is enough, and clouds are large
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f"{NAMESPACE}/zoedepth"):
-                with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-
-
 def _replay(bag: Path, out: Path, log: Path) -> dict:
     cmd = [sys.executable, "-m", "zoedepth_ros.cli", "replay", str(bag), "--out", str(out), "--no-progress",
            "--ros-args", "-r", f"__ns:={NAMESPACE}"]
@@ -179,12 +142,10 @@ def run_demo(out: Path, frames: int = 12) -> dict:
 
 
 def _drive(model: str, about: str, bags: dict[str, Path], out: Path, logs: Path) -> dict:
-    import rclpy
+    from zoedepth_ros.ros.demo_listener import listening
 
-    rclpy.init()
-    listener = _Listener()
     results = {"model": model, "model_description": about, "bags": {}, "clouds": {}}
-    try:
+    with listening(NAMESPACE) as listener:
         for kind, bag in bags.items():
             print(f"replaying {bag.name} through the live node ...", flush=True)
             with listener.lock:
@@ -202,9 +163,6 @@ def _drive(model: str, about: str, bags: dict[str, Path], out: Path, logs: Path)
             # frames carry their recorded stamps.
             results["latency"] = {k: v for k, v in listener.diagnostics.items() if k.startswith("inference latency")
                                   or k in ("frames in", "frames out", "device", "precision") or k.startswith("router")}
-    finally:
-        listener.close()
-        rclpy.try_shutdown()
     return results
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoedepth_ros.argtypes import add_engine_argument
 from zoedepth_ros.depth_codec import depth_to_mm16
 
 
@@ -22,6 +23,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--colormap", type=Path, help="also write a viewable colour PNG of the depth")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_engine_argument(p)
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average with the mirrored image (official infer default: on)")
     p.add_argument("--pad", action=argparse.BooleanOptionalAction, default=True,
@@ -35,16 +37,16 @@ def run(args) -> int:
 
     from zoedepth_ros.colormap import colorize
     from zoedepth_ros.errors import ZoeDepthError
-    from zoedepth_ros.model import DepthEstimator, load_model
+    from zoedepth_ros.inference import DepthEstimator
+    from zoedepth_ros.inference.engines import load_source
 
     if args.output.suffix not in (".npy", ".png"):
         raise ZoeDepthError(f"--output must end in .npy or .png, not {args.output.name}")
     bgr = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ZoeDepthError(f"cannot read image {args.image}")
-    model = load_model(args.model, kitti_max_depth=args.kitti_max_depth)
-    estimator = DepthEstimator(model, device=args.device, precision=args.precision, flip_tta=args.flip_tta,
-                               pad=args.pad)
+    estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
+                               precision=args.precision, flip_tta=args.flip_tta, pad=args.pad, engine=args.engine)
     pred = estimator.predict(np.ascontiguousarray(bgr[..., ::-1]))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.output.suffix == ".npy":

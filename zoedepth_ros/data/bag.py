@@ -1,4 +1,4 @@
-"""Evaluation bags: RGB + camera info + metric ground truth in rosbag2, without ROS.
+"""Evaluation bags on disk: RGB + camera info + metric ground truth in rosbag2, without ROS.
 
 Layout (docs/bag-layout.md has the full description):
 
@@ -11,261 +11,49 @@ Layout (docs/bag-layout.md has the full description):
 
 Messages of one frame carry identical headers, and each is logged at its header stamp.
 Bags are rosbag2 metadata version 9 (Jazzy), sqlite3 or mcap storage, written with rosbags.
-The messages built here are rosbags typestore messages, not rclpy ones.
+The messages (rosbags typestore messages, not rclpy ones) are built and decoded in
+`zoedepth_ros.data.bag_layout`, depth images in `zoedepth_ros.depth_codec`.
 
-This is the one module that opens bags: evaluation, training and the replay read them through
-`read_frames` (stream), `FrameIndex` (random access), `read_depth_topic`, `message_count` and
-`read_metadata`. Camera images are decoded by `zoedepth_ros.image_codec`, as the depth node
-decodes them; depth images (ground truth, recorded predictions) by `decode_depth` and
-`decode_prediction` here.
+This is the one module that opens bags: `BagWriter` writes them; evaluation, training and the
+replay read them through `read_frames` (stream), `FrameIndex` (random access), `read_depth_topic`,
+`message_count` and `read_metadata`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from zoedepth_ros.errors import ZoeDepthError
-
-if TYPE_CHECKING:
-    from rosbags.typesys.store import Typestore
+from zoedepth_ros.data.bag_layout import (
+    CAMERA_INFO,
+    COMPRESSED_IMAGE,
+    DEFAULT_TOPICS,
+    IMAGE,
+    LAYOUT,
+    TF_MESSAGE,
+    BagError,
+    BagFrame,
+    BagTopics,
+    ImageFormat,
+    assemble_frame,
+    make_camera_info_msg,
+    make_image_msg,
+    make_tf_static_msg,
+    stamp_to_ns,
+    typestore,
+)
+from zoedepth_ros.depth_codec import DepthDecodeError, DepthEncoding, decode_prediction, encode_depth
 
 BAG_VERSION = 9
-LAYOUT = "zoedepth_ros.bag/1"
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-TF_MESSAGE = "tf2_msgs/msg/TFMessage"
-# base_link (x forward, y left, z up) -> optical frame (x right, y down, z forward), REP 103.
-OPTICAL_ROTATION_XYZW = (-0.5, 0.5, -0.5, 0.5)
-MAX_16UC1_DEPTH_M = 65.535
 
 Storage = Literal["sqlite3", "mcap"]
-ImageFormat = Literal["raw", "jpeg", "png"]
-GtEncoding = Literal["32FC1", "16UC1"]
-
-
-class BagError(ZoeDepthError):
-    """A bag that cannot be written or read as an evaluation bag; the message says why."""
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    """Topic names of the layout. The reader takes RGB from `image` when the bag has it,
-    otherwise from `compressed_image`; `depth=None` reads bags without ground truth."""
-
-    image: str = "/camera/image"
-    compressed_image: str = "/camera/image/compressed"
-    camera_info: str = "/camera/camera_info"
-    depth: str | None = "/ground_truth/depth"
-    tf_static: str = "/tf_static"
-
-
-DEFAULT_TOPICS = BagTopics()
-
-
-@dataclass
-class BagFrame:
-    """One RGB frame with its calibration and metric ground truth (NaN = no GT)."""
-
-    stamp_ns: int
-    frame_id: str
-    rgb: np.ndarray  # HxWx3 uint8, RGB order
-    depth: np.ndarray | None  # HxW float32 metres along the optical axis, NaN invalid
-    K: np.ndarray  # 3x3
-    P: np.ndarray | None = None  # 3x4; None when writing means [K | 0]
-    width: int = 0  # 0: the image width
-    height: int = 0  # 0: the image height
-
-    def __post_init__(self) -> None:
-        height, width = self.rgb.shape[:2]
-        self.width = self.width or width
-        self.height = self.height or height
-
-
-@lru_cache(maxsize=1)
-def typestore() -> Typestore:
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_JAZZY)
-
-
-def make_header(stamp_ns: int, frame_id: str) -> Any:
-    ts = typestore()
-    stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    return ts.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-
-def stamp_to_ns(header: Any) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
-
-
-_RAW_ENCODINGS = {
-    np.dtype(np.uint8): {3: "rgb8", 1: "mono8"},
-    np.dtype(np.float32): {1: "32FC1"},
-    np.dtype(np.uint16): {1: "16UC1"},
-}
-
-
-def make_image_msg(array: np.ndarray, stamp_ns: int, frame_id: str, image_format: ImageFormat = "raw") -> Any:
-    """sensor_msgs/Image from HxWx3 uint8 RGB (rgb8), HxW uint8 (mono8), float32 (32FC1) or
-    uint16 (16UC1); with image_format jpeg/png, a sensor_msgs/CompressedImage of RGB."""
-    ts = typestore()
-    header = make_header(stamp_ns, frame_id)
-    if image_format != "raw":
-        import cv2
-
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-            raise ValueError(f"{image_format} compression takes HxWx3 uint8 RGB, got {array.dtype} {array.shape}")
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpeg" else []
-        ok, encoded = cv2.imencode(".jpg" if image_format == "jpeg" else ".png", array[:, :, ::-1], params)
-        if not ok:
-            raise ValueError(f"OpenCV could not encode a {array.shape} image as {image_format}")
-        # image_transport's format string: what was compressed; OpenCV always decodes to bgr8.
-        fmt = f"rgb8; {image_format} compressed bgr8"
-        return ts.types[COMPRESSED_IMAGE](header=header, format=fmt, data=encoded.reshape(-1))
-    channels = array.shape[2] if array.ndim == 3 else 1
-    encoding = _RAW_ENCODINGS.get(array.dtype, {}).get(channels)
-    if encoding is None or array.ndim not in (2, 3):
-        raise ValueError(f"no raw encoding for {array.dtype} array of shape {array.shape}")
-    height, width = array.shape[:2]
-    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return ts.types[IMAGE](
-        header=header,
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=width * channels * array.dtype.itemsize,
-        data=data.view(np.uint8).reshape(-1),
-    )
-
-
-def make_camera_info_msg(
-    K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str, P: np.ndarray | None = None
-) -> Any:
-    """sensor_msgs/CameraInfo of a rectified pinhole camera: D zero, R identity, P = [K | 0]
-    unless given (consumers such as depth_image_proc read fx, fy, cx, cy from P)."""
-    ts = typestore()
-    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
-    P = np.hstack([K, np.zeros((3, 1))]) if P is None else np.asarray(P, dtype=np.float64).reshape(3, 4)
-    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return ts.types[CAMERA_INFO](
-        header=make_header(stamp_ns, frame_id),
-        height=int(height),
-        width=int(width),
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
-        k=K.reshape(-1).copy(),
-        r=np.eye(3).reshape(-1),
-        p=P.reshape(-1).copy(),
-        binning_x=0,
-        binning_y=0,
-        roi=roi,
-    )
-
-
-def make_tf_static_msg(
-    parent: str,
-    child: str,
-    stamp_ns: int,
-    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    rotation_xyzw: tuple[float, float, float, float] = OPTICAL_ROTATION_XYZW,
-) -> Any:
-    """tf2_msgs/TFMessage with one transform parent -> child."""
-    ts = typestore()
-    transform = ts.types["geometry_msgs/msg/Transform"](
-        translation=ts.types["geometry_msgs/msg/Vector3"](*map(float, translation)),
-        rotation=ts.types["geometry_msgs/msg/Quaternion"](*map(float, rotation_xyzw)),
-    )
-    stamped = ts.types["geometry_msgs/msg/TransformStamped"](
-        header=make_header(stamp_ns, parent), child_frame_id=child, transform=transform
-    )
-    return ts.types[TF_MESSAGE](transforms=[stamped])
-
-
-def decode_rgb(msg: Any) -> np.ndarray:
-    """HxWx3 uint8 RGB of a camera Image or CompressedImage, decoded by `zoedepth_ros.image_codec`
-    (every encoding the node takes; `step` padding and `is_bigendian` honoured). The array is the
-    caller's own (never a view of the message buffer); an undecodable message is a BagError."""
-    from zoedepth_ros.image_codec import ImageDecodeError, decode_compressed_msg, decode_image_msg
-
-    try:
-        rgb = decode_compressed_msg(msg) if msg.__msgtype__ == COMPRESSED_IMAGE else decode_image_msg(msg)
-    except ImageDecodeError as exc:
-        raise BagError(str(exc)) from None
-    return rgb if rgb.flags.owndata and rgb.flags.writeable else rgb.copy()
-
-
-_DEPTH_DTYPES = {"32FC1": np.dtype(np.float32), "16UC1": np.dtype(np.uint16)}
-
-
-def _depth_pixels(msg: Any) -> np.ndarray:
-    """HxW array of a 32FC1 (float32) or 16UC1 (uint16) Image, honouring `step` row padding and
-    `is_bigendian`."""
-    dtype = _DEPTH_DTYPES.get(msg.encoding)
-    if dtype is None:
-        raise BagError(f"unsupported depth encoding {msg.encoding!r} (32FC1 or 16UC1)")
-    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = width * dtype.itemsize
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if step < row_bytes or buf.size < step * height:
-        raise BagError(
-            f"{msg.encoding} image {width}x{height}: step {step} and {buf.size} data bytes "
-            f"do not hold {row_bytes}-byte rows"
-        )
-    rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
-    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
-
-
-def decode_depth(msg: Any) -> np.ndarray:
-    """HxW float32 metres of ground truth from a 32FC1 (metres) or 16UC1 (millimetres) Image;
-    everything that is not a positive finite depth (NaN, +-inf, 0) becomes NaN."""
-    depth = _depth_pixels(msg)
-    if msg.encoding == "32FC1":
-        return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype(np.float32)
-    return np.where(depth > 0, depth.astype(np.float32) / np.float32(1000.0), np.float32(np.nan))
-
-
-def decode_prediction(msg: Any) -> np.ndarray:
-    """HxW float32 metres of a predicted 32FC1 or 16UC1 depth image (a bag's or a live node's), for
-    scoring.
-
-    32FC1 values are kept as they are, so that the scorer treats them as the official code does
-    (NaN and -inf -> the protocol minimum, +inf -> its maximum); `decode_depth`, made for GT,
-    would turn +inf ("out of range", REP 118) into NaN and so into the minimum.
-    """
-    if msg.encoding == "32FC1":
-        return _depth_pixels(msg)
-    return decode_depth(msg)
-
-
-def encode_depth(depth: np.ndarray, gt_encoding: GtEncoding) -> np.ndarray:
-    """Metres (NaN, inf, <= 0 invalid) to the array of a 32FC1 or 16UC1 GT image."""
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    if gt_encoding == "32FC1":
-        # REP 118: a float 0.0 is a valid point at the camera origin, so invalid is NaN.
-        return np.where(valid, depth, np.float32(np.nan)).astype(np.float32)
-    if gt_encoding == "16UC1":
-        mm = np.rint(np.where(valid, depth, 0.0).astype(np.float64) * 1000.0)
-        if np.any(mm > 65535):
-            warnings.warn(
-                f"16UC1 ground truth holds at most {MAX_16UC1_DEPTH_M} m; deeper pixels are written as invalid",
-                stacklevel=3,
-            )
-        return np.where(mm <= 65535, mm, 0).astype(np.uint16)
-    raise ValueError(f"gt_encoding must be '32FC1' or '16UC1', not {gt_encoding!r}")
 
 
 class BagWriter:
@@ -284,7 +72,7 @@ class BagWriter:
         *,
         storage: Storage = "sqlite3",
         image_format: ImageFormat = "raw",
-        gt_encoding: GtEncoding = "32FC1",
+        gt_encoding: DepthEncoding = "32FC1",
         topics: BagTopics = DEFAULT_TOPICS,
         metadata: Mapping[str, str] | None = None,
         base_frame: str = "base_link",
@@ -455,13 +243,23 @@ def _open_reader(path: Path) -> Any:
     return reader
 
 
-def _topic_types(path: Path) -> dict[str, str]:
-    """topic -> message type of every topic of the bag."""
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[Any]:
+    """`_open_reader` for the block, closed after it; what a damaged bag raises inside becomes a
+    BagError."""
     reader = _open_reader(path)
     try:
-        return {topic: info.msgtype for topic, info in reader.topics.items()}
+        yield reader
+    except _reader_errors() as exc:
+        raise _damaged(path, exc) from exc
     finally:
         reader.close()
+
+
+def _topic_types(path: Path) -> dict[str, str]:
+    """topic -> message type of every topic of the bag."""
+    with _reading(path) as reader:
+        return {topic: info.msgtype for topic, info in reader.topics.items()}
 
 
 def _listing(available: Mapping[str, str]) -> str:
@@ -471,32 +269,9 @@ def _listing(available: Mapping[str, str]) -> str:
 def message_count(path: str | os.PathLike[str], topic: str) -> int:
     """Messages the bag holds on `topic` (0 when it has no such topic), from its index: nothing
     is deserialised."""
-    path = Path(path)
-    reader = _open_reader(path)
-    try:
+    with _reading(Path(path)) as reader:
         info = reader.topics.get(topic)
         return 0 if info is None else int(info.msgcount)
-    finally:
-        reader.close()
-
-
-def _assemble(stamp: int, parts: dict[str, Any]) -> BagFrame:
-    """The BagFrame of one frame's messages (role -> message: image, camera_info, maybe depth)."""
-    info = parts["camera_info"]
-    rgb = decode_rgb(parts["image"])
-    depth = decode_depth(parts["depth"]) if "depth" in parts else None
-    if depth is not None and depth.shape != rgb.shape[:2]:
-        raise BagError(f"frame {stamp}: GT {depth.shape} and image {rgb.shape[:2]} sizes differ")
-    return BagFrame(
-        stamp_ns=stamp,
-        frame_id=parts["image"].header.frame_id,
-        rgb=rgb,
-        depth=depth,
-        K=np.asarray(info.k, dtype=np.float64).reshape(3, 3),
-        P=np.asarray(info.p, dtype=np.float64).reshape(3, 4),
-        width=int(info.width),
-        height=int(info.height),
-    )
 
 
 class FrameReader:
@@ -544,8 +319,7 @@ class FrameReader:
         topic_roles = {topic: role for role, topic in self.roles.items()}
         ts = typestore()
         pending: dict[int, dict[str, Any]] = {}
-        reader = _open_reader(self.path)
-        try:
+        with _reading(self.path) as reader:
             connections = [c for c in reader.connections if c.topic in topic_roles]
             for connection, _, raw in reader.messages(connections=connections):
                 msg = ts.deserialize_cdr(raw, connection.msgtype)
@@ -559,11 +333,7 @@ class FrameReader:
                 if len(parts) == len(self.roles):
                     del pending[stamp]
                     self.frames += 1
-                    yield _assemble(stamp, parts)
-        except _reader_errors() as exc:
-            raise _damaged(self.path, exc) from exc
-        finally:
-            reader.close()
+                    yield assemble_frame(stamp, parts)
         for parts in pending.values():
             for role in parts:
                 self.unpaired[self.roles[role]] += 1
@@ -583,8 +353,7 @@ class FrameIndex:
     def __init__(self, path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> None:
         self.path = Path(path)
         self.roles = FrameReader(self.path, topics).roles
-        reader = _open_reader(self.path)
-        try:
+        with _reading(self.path) as reader:
             counts = {role: reader.topics[topic].msgcount for role, topic in self.roles.items()}
             if len(set(counts.values())) != 1:
                 raise BagError(
@@ -592,10 +361,6 @@ class FrameIndex:
                     f"reading frames by position needs complete frames (re-convert the bag)")
             info = [c for c in reader.connections if c.topic == self.roles["camera_info"]]
             self.stamps: list[int] = [t for _, t, _ in reader.messages(connections=info)]
-        except _reader_errors() as exc:
-            raise _damaged(self.path, exc) from exc
-        finally:
-            reader.close()
         self._reader: Any = None
         self._pid: int | None = None
 
@@ -628,7 +393,7 @@ class FrameIndex:
         if missing:
             raise BagError(f"bag {self.path}: frame {index} (stamp {stamp}) lacks {', '.join(missing)}")
         try:
-            return _assemble(stamp, parts)
+            return assemble_frame(stamp, parts)
         except BagError as exc:
             raise BagError(f"bag {self.path}: frame {index} (stamp {stamp}): {exc}") from None
 
@@ -650,16 +415,15 @@ def read_depth_topic(path: str | os.PathLike[str], topic: str) -> Iterator[tuple
 
     def messages() -> Iterator[tuple[int, np.ndarray]]:
         ts = typestore()
-        reader = _open_reader(path)
-        try:
+        with _reading(path) as reader:
             connections = [c for c in reader.connections if c.topic == topic]
             for connection, _, raw in reader.messages(connections=connections):
                 msg = ts.deserialize_cdr(raw, connection.msgtype)
-                yield stamp_to_ns(msg.header), decode_prediction(msg)
-        except _reader_errors() as exc:
-            raise _damaged(path, exc) from exc
-        finally:
-            reader.close()
+                try:
+                    depth = decode_prediction(msg)
+                except DepthDecodeError as exc:
+                    raise BagError(str(exc)) from None
+                yield stamp_to_ns(msg.header), depth
 
     return messages()
 

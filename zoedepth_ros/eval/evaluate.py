@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoedepth_ros.argtypes import at_least
-from zoedepth_ros.data.bag import BagFrame, read_depth_topic, read_frames, read_metadata
+from zoedepth_ros.argtypes import add_engine_argument, at_least
+from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
+from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
 
 if TYPE_CHECKING:
-    from zoedepth_ros.model import DepthEstimator
+    from zoedepth_ros.inference import DepthEstimator
 
 
 def find_bags(paths: Iterable[Path]) -> list[Path]:
@@ -112,6 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="directory for summary.json, per_frame.csv, report.md and plots")
     p.add_argument("--device", default="auto", help="with --model: auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="with --model (default fp32)")
+    add_engine_argument(p)
     p.add_argument("--batch-size", type=at_least(1), default=1,
                    help="with --model: frames per forward pass (default 1)")
     p.add_argument("--kitti-max-depth", type=float,
@@ -145,12 +147,14 @@ def run(args: argparse.Namespace) -> int:
             read_depth_topic(bag, args.pred_topic)
 
     if args.model:
-        from zoedepth_ros.model import DepthEstimator, load_model
+        from zoedepth_ros.inference import DepthEstimator
+        from zoedepth_ros.inference.engines import load_source
 
-        estimator = DepthEstimator(load_model(args.model, kitti_max_depth=args.kitti_max_depth), device=args.device,
-                                   precision=args.precision, flip_tta=True, pad=False, mode="eval")
-        source = {"model": str(args.model), "device": str(estimator.device), "precision": args.precision,
-                  "batch_size": args.batch_size, "mode": "official eval: stretch to img_size, flip TTA, no padding"}
+        estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
+                                   precision=args.precision, flip_tta=True, pad=False, mode="eval", engine=args.engine)
+        source = {"model": str(args.model), "engine": args.engine, "device": str(estimator.device),
+                  "precision": args.precision, "batch_size": args.batch_size,
+                  "mode": "official eval: stretch to img_size, flip TTA, no padding"}
     else:
         source = {"pred_topic": args.pred_topic}
 

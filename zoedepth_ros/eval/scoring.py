@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from zoedepth_ros.data.bag import BagFrame
+from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.errors import ZoeDepthError
 from zoedepth_ros.eval.metrics import MetricsAccumulator, align_prediction, score_frame
 from zoedepth_ros.eval.protocols import Protocol, eval_mask, kb_crop

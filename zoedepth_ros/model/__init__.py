@@ -9,7 +9,6 @@ _EXPORTS = {
     "BinHeadConfig": ".config", "PRESETS": ".config", "ZoeDepthConfig": ".config", "tiny_config": ".config",
     "ARCH_NAMES": ".config", "config_from_arch": ".config",
     "CheckpointError": ".checkpoint", "load_model": ".checkpoint", "save_checkpoint": ".checkpoint",
-    "DepthEstimator": ".estimator", "DepthPrediction": ".estimator",
     "ZoeDepth": ".zoedepth", "ZoeDepthOutput": ".zoedepth",
 }
 __all__ = sorted(_EXPORTS)

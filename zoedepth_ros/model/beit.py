@@ -35,6 +35,16 @@ def relative_position_index(h: int, w: int, device=None) -> torch.Tensor:
     return out
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v over (B, heads, N, d). PyTorch's fused kernels, except under
+    torch.export: the ONNX exporter's decomposition of scaled_dot_product_attention gives its output
+    other strides than it declares, and the export fails; ONNX Runtime and OpenVINO fuse this form."""
+    if not torch.compiler.is_exporting():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return torch.softmax(scores if mask is None else scores + mask, dim=-1) @ v
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, window: int):
         super().__init__()
@@ -93,7 +103,7 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         mask = self.relative_position_bias(*grid, dtype=q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = attention(q, k, v, mask)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 

@@ -78,7 +78,7 @@ def _cmd_fetch(args) -> int:
 
 def _cmd_convert(args) -> int:
     from .checkpoint import load_model, save_checkpoint
-    from .estimator import PRECISIONS
+    from .zoedepth import PRECISIONS
 
     model = load_model(args.source, kitti_max_depth=args.kitti_max_depth)
     out = save_checkpoint(model, args.output, {"zoedepth_ros.converted_from": str(args.source)},

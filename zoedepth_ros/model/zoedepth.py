@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,10 @@ from torch import nn
 from .beit import Attention, BeitEncoder
 from .config import ZoeDepthConfig
 from .dpt import DPTDecoder, Reassemble
-from .metric_bins import MetricHead
+from .metric_bins import MetricHead, depth_std
+
+# Reduced dtype of each precision name (None: float32, nothing reduced).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -26,9 +30,7 @@ class ZoeDepthOutput:
         """Standard deviation of each pixel's depth distribution, (B, 1, H, W); needs return_bins."""
         if self.probs is None:
             raise ValueError("call the model with return_bins=True to get the depth distribution")
-        probs, centers = self.probs.float(), self.bin_centers.float()
-        var = torch.sum(probs * (centers - self.metric_depth) ** 2, dim=1, keepdim=True)
-        return var.clamp(min=0).sqrt()
+        return depth_std(self.probs, self.bin_centers, self.metric_depth)
 
 
 class ZoeDepth(nn.Module):
@@ -61,15 +63,18 @@ class ZoeDepth(nn.Module):
             "pos_enc": [p for p in pretrained if id(p) in tables],
         }
 
-    def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None,
-                return_bins: bool = False) -> ZoeDepthOutput:
-        """`domain` (B,) forces each sample's head (training with dataset labels); by default the router decides."""
+    def features(self, pixels: torch.Tensor):
+        """Encoder and decoder: (activation, bottleneck, fused maps, relative depth), what the head reads."""
         if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.shape[-2] % 32 or pixels.shape[-1] % 32:
             raise ValueError(f"expected (B, 3, H, W) with H, W multiples of 32, got {tuple(pixels.shape)}")
         patch = self.config.patch_size
         grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
-        taps = self.encoder(pixels)
-        activation, bottleneck, fused, relative = self.decoder(self.reassemble(taps, grid))
+        return self.decoder(self.reassemble(self.encoder(pixels), grid))
+
+    def forward(self, pixels: torch.Tensor, domain: torch.Tensor | None = None,
+                return_bins: bool = False) -> ZoeDepthOutput:
+        """`domain` (B,) forces each sample's head (training with dataset labels); by default the router decides."""
+        activation, bottleneck, fused, relative = self.features(pixels)
         if torch.is_autocast_enabled(pixels.device.type):
             # The bins head divides by temperatures down to 0.0212 and sums 64 bins: keep it in fp32.
             with torch.autocast(pixels.device.type, enabled=False):
@@ -78,3 +83,13 @@ class ZoeDepth(nn.Module):
         else:
             head = self.metric_head(activation, bottleneck, fused, relative, domain=domain, return_bins=return_bins)
         return ZoeDepthOutput(head.depth, relative, head.domain_logits, head.domain, head.probs, head.bin_centers)
+
+
+def low_precision_copy(model: ZoeDepth, dtype: torch.dtype) -> ZoeDepth:
+    """A copy whose encoder and decoder weights are stored in `dtype`: autocast would otherwise
+    re-cast every fp32 weight (345 M for BEiT-L) on every frame. The bins head stays fp32, as
+    ZoeDepth.forward runs it without autocast."""
+    model = copy.deepcopy(model)
+    for part in (model.encoder, model.reassemble, model.decoder):
+        part.to(dtype)
+    return model

@@ -147,16 +147,15 @@ class DepthNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = self._settings
         self.get_logger().info(
-            f"loading model '{settings.model}' (device {settings.device}, {settings.precision}, "
-            f"flip_tta {settings.flip_tta}, compile {settings.compile})"
+            f"loading model '{settings.model}' (engine {settings.engine}, device {settings.device}, "
+            f"{settings.precision}, flip_tta {settings.flip_tta}, compile {settings.compile})"
         )
         try:
-            from zoedepth_ros.model import DepthEstimator, load_model
+            from zoedepth_ros.inference import DepthEstimator
 
-            model = load_model(settings.model, map_location="cpu")
             estimator = DepthEstimator(
-                model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta,
-                mode=settings.mode, compile=settings.compile,
+                settings.model, device=settings.device, precision=settings.precision, flip_tta=settings.flip_tta,
+                mode=settings.mode, compile=settings.compile, engine=settings.engine,
             )
         except Exception as exc:  # a bad checkpoint, device or precision must not kill the node
             self._failure = f"cannot load model '{settings.model}': {exc}"
@@ -164,7 +163,8 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._failure = None
         self._estimator = estimator
-        self._loaded = {"model": settings.model, "device": str(estimator.device), "precision": settings.precision}
+        self._loaded = {"model": settings.model, "engine": settings.engine, "device": str(estimator.device),
+                        "precision": settings.precision}
         self._outputs = DepthOutputs(self)
         self.get_logger().info(f"model '{settings.model}' ready on {estimator.device}")
         self._state = "inactive"
@@ -339,6 +339,8 @@ class DepthNode(LifecycleNode):
     def _work(self) -> None:
         import torch  # loaded with the model by configure; not at import, so `--help` stays fast
 
+        from zoedepth_ros.inference.engines import EngineError
+
         while not self._stop.is_set():
             msg = self._mailbox.take(timeout=0.1)
             if msg is None:
@@ -353,6 +355,8 @@ class DepthNode(LifecycleNode):
                 self._reject("out_of_memory", f"frame dropped, out of memory on {self._loaded_device()}: {exc}; "
                                               "freeing cached device memory (lower the input resolution or use "
                                               "precision fp16/bf16 if it recurs)", "error")
+            except EngineError as exc:  # e.g. an ONNX file exported for another network size
+                self._reject("engine_mismatch", f"frame rejected: {exc}", "error")
             except torch.AcceleratorError as exc:
                 self._reject("device_error", f"frame dropped, device error on {self._loaded_device()}: {exc}", "error")
             except Exception as exc:  # one bad frame must not stop the node

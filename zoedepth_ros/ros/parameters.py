@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from zoedepth_ros.inference.engine_names import ENGINES
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -26,9 +28,14 @@ PARAMETERS: dict[str, _Param] = {
     "model": _Param(
         "ZoeD_M12_NK",
         "Model: a preset (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K) from the local weights cache, or the "
-        "path of an official .pt, a Hugging Face directory or a project .safetensors checkpoint.",
+        "path of an official .pt, a Hugging Face directory, a project .safetensors checkpoint, or an ONNX "
+        "file from `zoedepth-ros export` (engines other than torch).",
         applies_on="configure",
     ),
+    "engine": _Param("torch", "What runs the network: torch (PyTorch), onnxruntime, openvino or tensorrt (NVIDIA "
+                              "GPU). With a checkpoint, the other engines export it to ONNX once per network size "
+                              "into the export cache; `model` may also be an exported .onnx file.",
+                     choices=ENGINES, applies_on="configure"),
     "device": _Param("auto", "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
                      applies_on="configure"),
     "precision": _Param("fp32", "Inference precision; bf16/fp16 use autocast on the device.",
@@ -88,6 +95,7 @@ class Settings:
     per entry of PARAMETERS, in its order, typed as its default."""
 
     model: str
+    engine: str
     device: str
     precision: str
     flip_tta: bool

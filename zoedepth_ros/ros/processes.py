@@ -1,5 +1,6 @@
 """Process-level helpers around the depth node, without rclpy: the shipped Fast DDS profile, a
-node in its own process (`demo`, `benchmark`), and the allocator setting the node runs with."""
+node in its own process (`demo`, `benchmark`) and how such a process is stopped, and the allocator
+setting the node runs with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,11 +66,21 @@ def node_process(namespace: str, parameters: dict[str, object], log):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0, sig: int | None = signal.SIGTERM):
+    """Stop `proc` and reap it: send `sig` unless it has already exited, wait up to `timeout` s,
+    then SIGKILL. `sig` None sends nothing: closing its stdin (done here) is how a process that
+    reads commands is asked to stop. Its stdout, when a pipe, is drained meanwhile (a full pipe
+    would block it) and returned (None without one)."""
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
 
 
 def keep_freed_buffers() -> bool:

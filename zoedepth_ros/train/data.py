@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoedepth_ros.data.bag import BagError, FrameIndex, read_metadata
+from zoedepth_ros.data.bag import FrameIndex, read_metadata
+from zoedepth_ros.data.bag_layout import BagError
 from zoedepth_ros.errors import ZoeDepthError
 from zoedepth_ros.eval.protocols import Protocol, get_protocol, kb_crop
 

@@ -14,7 +14,7 @@ class Distributed:
     def __init__(self, device_setting: str):
         import torch
 
-        from zoedepth_ros.model.estimator import resolve_device
+        from zoedepth_ros.inference.engines import resolve_device
 
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))

@@ -239,7 +239,7 @@ class Trainer:
         import torch.distributed as dist
 
         from zoedepth_ros.eval.metrics import MetricsAccumulator, score_frame
-        from zoedepth_ros.model import DepthEstimator
+        from zoedepth_ros.inference import DepthEstimator
 
         vcfg = self.cfg["val"]
         estimator = DepthEstimator(self.model, device=str(self.device), precision=self.cfg["train"]["precision"],

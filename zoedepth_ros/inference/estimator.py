@@ -15,7 +15,6 @@ or batch bucket is one more compilation (minutes for BEiT-L), not a recompilatio
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable
@@ -27,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_model
-from .zoedepth import ZoeDepth
+from ..model.zoedepth import ZoeDepth
+from .engine_factory import make_engine
+from .engines import EngineError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("infer", "eval")
 
 
@@ -41,20 +40,6 @@ class DepthPrediction:
     domain: str | None  # head the router chose ("nyu", "kitti"); None for single-head models
     domain_logits: np.ndarray | None
     forward_s: float  # the model forward of the batch it ran in (pre- and post-processing excluded)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
-    return dev
 
 
 def network_size(height: int, width: int, target: tuple[int, int], keep_aspect: bool = True,
@@ -73,49 +58,24 @@ def reflect_padding(height: int, width: int) -> tuple[int, int]:
     return int(np.sqrt(height / 2) * 3), int(np.sqrt(width / 2) * 3)
 
 
-def low_precision_copy(model: ZoeDepth, dtype: torch.dtype) -> ZoeDepth:
-    """A copy whose encoder and decoder weights are stored in `dtype`: autocast would otherwise
-    re-cast every fp32 weight (345 M for BEiT-L) on every frame. The bins head stays fp32, as
-    ZoeDepth.forward runs it without autocast."""
-    model = copy.deepcopy(model)
-    for part in (model.encoder, model.reassemble, model.decoder):
-        part.to(dtype)
-    return model
-
-
-def batch_bucket(n: int) -> int:
-    """Batch size a compiled model runs `n` images at: the next power of two."""
-    return 1 << (n - 1).bit_length()
-
-
-def compile_model(model: ZoeDepth, device: torch.device, backend: str | Callable = "inductor"):
-    """`model` under torch.compile with static shapes: inductor freezes the weights on CPU (folded
-    constants, pre-packed GEMM/conv weights) and captures CUDA graphs on GPU."""
-    if backend != "inductor":
-        return torch.compile(model, backend=backend, dynamic=False)
-    if device.type == "cuda":
-        return torch.compile(model, mode="reduce-overhead", dynamic=False)
-    return torch.compile(model, dynamic=False, options={"freezing": True})
-
-
 class DepthEstimator:
+    """`model`: a ZoeDepth, any `load_model` source, or an exported `.onnx` (engines other than torch).
+    `engine` runs the network (see inference/engines.py); pre- and post-processing are the same for all."""
+
     def __init__(self, model: ZoeDepth | str | os.PathLike, device: str = "auto", precision: str = "fp32",
                  flip_tta: bool = False, pad: bool = False, mode: str = "infer", compile: bool = False,
-                 compile_backend: str | Callable = "inductor"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
+                 compile_backend: str | Callable = "inductor", engine: str = "torch", cache_dir: Path | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.device = resolve_device(device)
-        if isinstance(model, (str, Path)):
-            model = load_model(model, map_location="cpu")
-        if PRECISIONS[precision] is not None:
-            model = low_precision_copy(model, PRECISIONS[precision])
-        self.model = model.to(self.device).eval()
+        self.engine = make_engine(engine, model, device, precision, compile, compile_backend, cache_dir)
+        if self.engine.flip_in_graph and not flip_tta:
+            raise EngineError(f"{model} averages flipped images in its graph (exported with --flip-tta): "
+                              "set flip_tta, or export without --flip-tta")
+        self.device = self.engine.device
+        self.config = self.engine.config
         self.precision, self.flip_tta, self.pad, self.mode = precision, flip_tta, pad, mode
-        self.head_names = self.model.config.head_names
+        self.head_names = self.config.head_names
         self.compiled = compile
-        self._forward = compile_model(self.model, self.device, compile_backend) if compile else self.model
 
     def predict(self, rgb: np.ndarray, with_std: bool = False) -> DepthPrediction:
         """`rgb`: (H, W, 3) uint8 RGB."""
@@ -134,24 +94,16 @@ class DepthEstimator:
         pad_h, pad_w = reflect_padding(height, width) if self.pad else (0, 0)
         if pad_h or pad_w:
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
-        size = network_size(x.shape[-2], x.shape[-1], self.model.config.img_size, keep_aspect=self.mode == "infer")
+        size = network_size(x.shape[-2], x.shape[-1], self.engine.network_target, keep_aspect=self.mode == "infer")
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True).sub_(0.5).div_(0.5)
-        if self.flip_tta:
+        flip_here = self.flip_tta and not self.engine.flip_in_graph
+        if flip_here:
             x = torch.cat([x, x.flip(-1)])
-        rows = x.shape[0]
-        if self.compiled and batch_bucket(rows) != rows:
-            x = torch.cat([x, x[-1:].expand(batch_bucket(rows) - rows, -1, -1, -1)])
-        dtype = PRECISIONS[self.precision]
         started = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = self._forward(x, return_bins=with_std)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # post-processing waits for the result anyway
+        out = self.engine(x, with_std)
         forward_s = time.perf_counter() - started
-        depth = out.metric_depth[:rows].float()
-        std = out.depth_std()[:rows] if with_std else None
-        logits = out.domain_logits[:rows] if out.domain_logits is not None else None
-        if self.flip_tta:
+        depth, std, logits = out.depth, out.std, out.logits
+        if flip_here:
             depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
             std = 0.5 * (std[:n] + std[n:].flip(-1)) if std is not None else None
             logits = logits[:n] + logits[n:] if logits is not None else None
@@ -189,6 +141,6 @@ class DepthEstimator:
 
     def release(self) -> None:
         """Drop the model and free device memory (lifecycle cleanup)."""
-        self.model = self._forward = None
+        self.engine.release()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -1,0 +1,237 @@
+"""ONNX export and the ONNX Runtime / OpenVINO engines behind the estimator (tiny random models).
+
+Full-size parity and speed: `zoedepth-ros benchmark --engines torch,onnxruntime,openvino`
+(docs/engines.md, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from zoedepth_ros.bench.engine_parity import check_engines
+from zoedepth_ros.cli import main
+from zoedepth_ros.inference import DepthEstimator, EngineError
+from zoedepth_ros.model import ZoeDepth, save_checkpoint, tiny_config
+from zoedepth_ros.model.export import ExportError, export_onnx, read_export_info
+
+ONNX_ENGINES = ["onnxruntime", "openvino"]
+SIZES = [(192, 256), (160, 288)]
+
+
+def _model(kind: str, seed: int = 0) -> ZoeDepth:
+    torch.manual_seed(seed)
+    return ZoeDepth(tiny_config(kind)).eval()
+
+
+def _frames(n: int, height: int = 120, width: int = 160, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # Smooth, structured frames: random noise would make every depth map alike.
+    yy, xx = np.mgrid[0:height, 0:width]
+    return [np.clip(np.stack([xx * (i + 1) % 256, yy * 2 % 256, (xx + yy) % 256], -1)
+                    + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8) for i in range(n)]
+
+
+def _close(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-6)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_cache(tmp_path_factory):
+    """The module's own export cache (shared by its tests: an export takes seconds): nothing read
+    from or left in the user's."""
+    path = tmp_path_factory.mktemp("engines")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOEDEPTH_ROS_ENGINES", str(path))
+        yield path
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("kind", ["N", "K", "NK"])
+def test_engines_match_pytorch_on_every_route(kind, size, tmp_path):
+    """Both routes and a mixed batch for NK (the router decides per sample inside the graph)."""
+    results = check_engines(_model(kind, seed=len(kind) + size[1]), ONNX_ENGINES, size, tmp_path)
+    cases = {r.case for r in results}
+    assert cases == ({"route nyu", "route kitti", "mixed batch"} if kind == "NK" else {"single head"})
+    bad = [r.line() for r in results if not r.ok]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_mixed_batch_is_routed_per_sample_in_the_graph(tmp_path):
+    from zoedepth_ros.bench.engine_parity import split_routes
+    from zoedepth_ros.inference.onnx_engines import OnnxEngine
+
+    model = _model("NK", seed=5)
+    batch = split_routes(model, (192, 256))["mixed batch"]
+    export_onnx(model, tmp_path / "nk.onnx", size=(192, 256), batch=2)
+    with torch.no_grad():
+        ours = model(batch)
+    assert ours.domain.tolist() == [0, 1] or ours.domain.tolist() == [1, 0]
+    out = OnnxEngine("onnxruntime", tmp_path / "nk.onnx", device="cpu")(batch, with_std=False)
+    assert out.domain.tolist() == ours.domain.tolist()
+    # Each sample has its own head's depth: the KITTI head's range differs from the NYU head's.
+    assert torch.allclose(out.depth, ours.metric_depth, rtol=1e-4)
+
+
+def test_export_is_deterministic_and_carries_what_a_loader_needs(tmp_path):
+    model = _model("NK")
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    export_onnx(model, first, size=(192, 256), batch=1, with_std=True)
+    export_onnx(model, second, size=(192, 256), batch=1, with_std=True)
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    proto = onnx.load(str(first))
+    onnx.checker.check_model(proto)
+    assert proto.opset_import[0].version >= 18
+    assert not (tmp_path / "a.onnx.data").exists()  # self-contained
+    info = read_export_info(first)
+    assert info.config == model.config and info.size == (192, 256) and info.batch == 1
+    assert info.outputs == ("depth", "logits", "std")
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"mean": [0.5, 0.5, 0.5]' in meta["zoedepth_ros.input"]
+    assert meta["zoedepth_ros.heads"] == '["nyu", "kitti"]'
+
+
+@pytest.mark.parametrize("engine", ONNX_ENGINES)
+@pytest.mark.parametrize("options", [dict(), dict(flip_tta=True, pad=True), dict(flip_tta=True, mode="eval")],
+                         ids=["plain", "flip-pad", "flip-eval"])
+def test_the_estimator_gives_the_same_depth_and_std_with_every_engine(engine, options):
+    model = _model("NK", seed=3)
+    frames = _frames(3)
+    expected = DepthEstimator(model, device="cpu", **options).predict_batch(frames, with_std=True)
+    got = DepthEstimator(model, device="cpu", engine=engine, **options).predict_batch(frames, with_std=True)
+    for g, e in zip(got, expected, strict=True):
+        assert g.domain == e.domain
+        assert _close(g.depth, e.depth) < 1e-4
+        assert _close(g.std, e.std) < 1e-4
+        np.testing.assert_allclose(g.domain_logits, e.domain_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_the_export_cache_is_reused_and_a_corrupt_entry_is_rebuilt(tmp_path, caplog):
+    checkpoint = save_checkpoint(_model("N", seed=4), tmp_path / "n.safetensors")
+    frame = _frames(1)
+    engine_cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING):
+        first = DepthEstimator(checkpoint, device="cpu", engine="onnxruntime",
+                               cache_dir=engine_cache).predict_batch(frame)[0]
+    entries = list(engine_cache.glob("*.onnx"))
+    assert len(entries) == 1 and "exporting the model" in caplog.text
+    stamp = entries[0].stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = DepthEstimator(checkpoint, device="cpu", engine="onnxruntime",
+                               cache_dir=engine_cache).predict_batch(frame)[0]
+    assert entries[0].stat().st_mtime_ns == stamp and "exporting" not in caplog.text
+    np.testing.assert_array_equal(again.depth, first.depth)
+    # A crash mid-copy, a full disk: the entry is cut short. It is rebuilt, never fatal.
+    entries[0].write_bytes(entries[0].read_bytes()[: entries[0].stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        rebuilt = DepthEstimator(checkpoint, device="cpu", engine="openvino",
+                                 cache_dir=engine_cache).predict_batch(frame)[0]
+    assert "unusable" in caplog.text or "rebuilding" in caplog.text
+    assert _close(rebuilt.depth, first.depth) < 1e-4
+    assert not list(engine_cache.glob(".*.tmp"))  # no temporary file left behind
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny NK export at 192x256 (the network size of 480x640 frames for img_size 192x256)."""
+    path = tmp_path_factory.mktemp("export") / "tiny-nk.onnx"
+    export_onnx(_model("NK"), path, size=(192, 256), batch=1)
+    return path
+
+
+def _broken_files(exported, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exported.read_bytes()[:100_000])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all" * 100)
+    bare = tmp_path / "no-metadata.onnx"
+    proto = onnx.load(str(exported))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
+    return {"truncated": (truncated, "truncated or corrupt"), "garbage": (garbage, "truncated or corrupt"),
+            "no metadata": (bare, "not a zoedepth-ros ONNX export"), "missing": (tmp_path / "nope.onnx", "no such")}
+
+
+@pytest.mark.parametrize("engine", ONNX_ENGINES)
+def test_bad_onnx_files_are_clear_errors_naming_the_file(engine, exported, tmp_path):
+    for case, (path, words) in _broken_files(exported, tmp_path).items():
+        with pytest.raises(ExportError, match=words) as err:
+            DepthEstimator(path, device="cpu", engine=engine)
+        assert str(path) in str(err.value), case
+
+
+def test_a_file_for_another_size_says_which_size_to_export(exported):
+    estimator = DepthEstimator(exported, device="cpu", engine="onnxruntime")
+    assert estimator.predict(_frames(1, 480, 640)[0]).depth.shape == (480, 640)
+    with pytest.raises(EngineError, match=r"192x256.*--size 192x352") as err:
+        estimator.predict(_frames(1, 360, 640)[0])
+    assert str(exported) in str(err.value)
+
+
+def test_engine_configuration_errors_are_clear(exported, monkeypatch):
+    with pytest.raises(EngineError, match="engine must be one of"):
+        DepthEstimator(_model("N"), device="cpu", engine="tflite")
+    with pytest.raises(EngineError, match="ONNX file runs with engine"):
+        DepthEstimator(exported, device="cpu", engine="torch")
+    with pytest.raises(EngineError, match="bf16"):
+        DepthEstimator(_model("N"), device="cpu", engine="onnxruntime", precision="bf16")
+    with pytest.raises(EngineError, match="exported in fp32"):
+        DepthEstimator(exported, device="cpu", engine="onnxruntime", precision="fp16")
+    with pytest.raises(EngineError, match="flip"):
+        DepthEstimator(_export_flip(exported), device="cpu", engine="onnxruntime")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
+            DepthEstimator(exported, device="auto", engine="tensorrt")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(EngineError, match="pip install openvino"):
+        DepthEstimator(exported, device="cpu", engine="openvino")
+
+
+def _export_flip(exported):
+    path = exported.with_name("flip.onnx")
+    if not path.exists():
+        export_onnx(_model("NK"), path, size=(192, 256), batch=1, flip_tta=True)
+    return path
+
+
+def test_flip_tta_inside_the_graph_equals_the_estimators(exported):
+    frames = _frames(2, 480, 640)
+    expected = DepthEstimator(_model("NK"), device="cpu", flip_tta=True).predict_batch(frames)
+    flipping = DepthEstimator(_export_flip(exported), device="cpu", engine="onnxruntime", flip_tta=True)
+    got = flipping.predict_batch(frames)
+    for g, e in zip(got, expected, strict=True):
+        assert g.domain == e.domain and _close(g.depth, e.depth) < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["N", "K", "NK"])
+def test_the_export_command_writes_a_file_that_reloads(kind, tmp_path, capsys):
+    checkpoint = save_checkpoint(_model(kind), tmp_path / f"{kind}.safetensors")
+    out = tmp_path / f"{kind}.onnx"
+    assert main(["export", str(checkpoint), "-o", str(out), "--size", "160x224", "--batch", "2", "--std"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = read_export_info(out)
+    assert (info.size, info.batch, info.with_std) == ((160, 224), 2, True)
+    prediction = DepthEstimator(out, device="cpu", engine="openvino").predict_batch(_frames(3, 140, 196),
+                                                                                   with_std=True)
+    assert len(prediction) == 3 and all(np.isfinite(p.std).all() for p in prediction)
+
+
+def test_the_cli_names_a_bad_file(exported, tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(exported.read_bytes()[:5000])
+    image = tmp_path / "frame.png"
+    import cv2
+
+    cv2.imwrite(str(image), _frames(1)[0])
+    code = main(["predict", str(image), "--model", str(bad), "--engine", "onnxruntime", "-o", str(tmp_path / "d.npy")])
+    assert code == 2
+    assert str(bad) in capsys.readouterr().err
+    assert main(["predict", str(image), "--model", str(exported), "--engine", "onnxruntime",
+                 "-o", str(tmp_path / "d.npy"), "--no-flip-tta"]) == 0

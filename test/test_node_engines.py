@@ -1,0 +1,99 @@
+"""The depth node with engine onnxruntime and openvino publishes what it publishes with torch (real
+rclpy and Fast DDS, tiny NK model); a bad ONNX file leaves it unconfigured, saying why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from ros_helpers import image_array, send_frame, stamp_key, wait_until
+
+W, H = 40, 30
+TOPICS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2,
+          "depth/uncertainty": Image}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint("NK", (64, 64))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("engines")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOEDEPTH_ROS_ENGINES", str(path))
+        yield path
+
+
+@pytest.fixture
+def harness_options():
+    return {"size": (W, H), "publish_uncertainty": True, "min_depth": 0.001, "max_depth": 1000.0}
+
+
+def _outputs(ros, engine: str, stamp: tuple[int, int]) -> dict:
+    """One frame through a node running `engine`; the node is destroyed afterwards."""
+    node = ros.depth_node(engine=engine)
+    collector = ros.collector({**TOPICS, "/diagnostics": DiagnosticArray})
+    try:
+        with ros.spin(), ros.camera() as camera:
+            assert node.autostart()
+            # The first frame exports the checkpoint into the export cache (seconds for the tiny model).
+            outputs = send_frame(camera, collector, stamp, TOPICS, timeout=120.0, seed=7)
+            # What ran it, as the node reports it.
+            assert wait_until(lambda: ros.latest_diagnostics(collector).get("engine") == engine, timeout=10.0)
+            return outputs
+    finally:
+        for created in (collector, node):
+            ros.nodes.remove(created)
+            created.destroy_node()
+
+
+def _relative(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.nanmax(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-6)))
+
+
+@pytest.mark.slow
+def test_every_engine_publishes_the_same_depth_cloud_and_uncertainty(ros, engine_cache):
+    results = {engine: _outputs(ros, engine, (5000 + i, 0))
+               for i, engine in enumerate(["torch", "onnxruntime", "openvino"])}
+    expected = results.pop("torch")
+    depth = image_array(expected["depth/image"])
+    assert np.isfinite(depth).all() and depth.std() > 0  # a real map to compare
+    for engine, got in results.items():
+        for topic in ("depth/image", "depth/uncertainty"):
+            g, e = image_array(got[topic]), image_array(expected[topic])
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(e))
+            assert _relative(g, e) < 1e-4, (engine, topic, _relative(g, e))
+        assert list(got["depth/camera_info"].p) == list(expected["depth/camera_info"].p)
+        g_cloud = np.frombuffer(got["depth/points"].data, "<f4")
+        e_cloud = np.frombuffer(expected["depth/points"].data, "<f4")
+        assert g_cloud.shape == e_cloud.shape and _relative(g_cloud, e_cloud) < 1e-4, engine
+        assert stamp_key(got["depth/image"].header) == stamp_key(got["depth/points"].header)
+    # The ONNX engines exported the checkpoint once, into the cache, and shared the file.
+    assert len(list(engine_cache.glob("*.onnx"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["truncated", "no metadata"])
+def test_a_bad_onnx_file_leaves_the_node_unconfigured_and_diagnostics_say_why(ros, case, tmp_path, tiny_model):
+    import onnx
+
+    from zoedepth_ros.model.export import export_onnx
+
+    path = tmp_path / "model.onnx"
+    export_onnx(tiny_model("N", (64, 64)), path, size=(64, 64))
+    if case == "truncated":
+        path.write_bytes(path.read_bytes()[:50_000])
+    else:
+        proto = onnx.load(str(path))
+        del proto.metadata_props[:]
+        onnx.save(proto, str(path))
+    node = ros.depth_node(model=str(path), engine="onnxruntime")
+    collector = ros.collector({"/diagnostics": DiagnosticArray})
+    with ros.spin():
+        assert not node.autostart()
+        assert wait_until(lambda: any(s.level == s.ERROR and str(path) in s.message
+                                      for s in ros.diagnostics(collector)), timeout=10.0)

@@ -1,0 +1,87 @@
+"""What every engine shares: their output, errors, optional packages, devices and batch buckets.
+
+The engines that run a ZoeDepth network for the estimator: one interface, four back ends.
+
+An engine takes a batch of normalised pixels at the network size and returns metric depth, the
+router's logits and the per-pixel std (`EngineOutput`); the estimator does all pre- and
+post-processing around it, so those are identical whatever runs the network.
+
+- `torch`: our PyTorch model (fp32, bf16/fp16 autocast, optionally torch.compile; torch_engine.py);
+- `onnxruntime`, `openvino`: an ONNX export (see `onnx_engines.py`);
+- `tensorrt`: a TensorRT engine built from an ONNX export (see `tensorrt_engine.py`).
+
+The optional packages are imported only when their engine is asked for; a missing one is a
+configuration error that names the package to install. `engine_factory.make_engine` picks one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ZoeDepthError
+from ..model.checkpoint import load_model
+
+# engine -> (module to import, pip package that provides it)
+_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime (or onnxruntime-gpu)"),
+             "openvino": ("openvino", "openvino"), "tensorrt": ("tensorrt", "tensorrt")}
+
+
+class EngineError(ZoeDepthError, ValueError):
+    """An engine that cannot run as configured (missing package, device, precision)."""
+
+
+@dataclass
+class EngineOutput:
+    depth: torch.Tensor  # (B, 1, H, W) float32 metres at the network size
+    logits: torch.Tensor | None  # (B, n_heads) router logits; None for single-head models
+    domain: torch.Tensor  # (B,) index of the head each sample went through
+    std: torch.Tensor | None  # (B, 1, H, W) when asked for
+
+
+def require(engine: str):
+    """The engine's Python package, or EngineError saying which package to install."""
+    module, package = _PACKAGES[engine]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EngineError(f"engine {engine!r} needs the Python package {package}: pip install {package.split()[0]} "
+                          f"({exc})") from None
+
+
+def is_onnx_file(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".onnx"
+
+
+def load_source(source, kitti_max_depth: float | None = None):
+    """What an estimator takes for the command-line source `source`: the path of an exported
+    `.onnx` as it is (its metadata fixes the model), any other source loaded with `load_model`."""
+    if not is_onnx_file(source):
+        return load_model(source, map_location="cpu", kitti_max_depth=kitti_max_depth)
+    if kitti_max_depth is not None:
+        raise EngineError(f"{source}: --kitti-max-depth applies when exporting (zoedepth-ros export "
+                          "--kitti-max-depth), not to an exported file")
+    return Path(source)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
+    return dev
+
+
+def batch_bucket(n: int) -> int:
+    """Batch size a static-shape engine runs `n` images at: the next power of two."""
+    return 1 << (n - 1).bit_length()

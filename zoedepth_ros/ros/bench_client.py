@@ -1,0 +1,204 @@
+"""The benchmark's DDS client (`zoedepth_ros.bench.node`): this process's side of the node part, a
+camera publisher and subscribers to the node's outputs, taking the time when each serialized
+output arrives, and the node's own latency figures from /diagnostics.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from zoedepth_ros.bench.timing import camera_frame
+
+
+def drive_node(namespace: str, node_proc, node_log, frame, frames: int, warmup: int, rate_s: float,
+               forward: dict) -> dict:
+    """Closed-loop latencies of depth and of depth + cloud, then open-loop throughput, of the node
+    `node_proc` (writing to `node_log`) under `namespace`, with `frame`-sized rgb8 images; the
+    overhead is taken against `forward` (this process's forward time) when the node's is missing.
+    Initialises and shuts down rclpy."""
+    rclpy.init()
+    client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
+    try:
+        return _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward)
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _cdr_stamp_ns(serialized: bytes) -> int:
+    """header.stamp of a serialized message that starts with a std_msgs/Header (Image, CameraInfo,
+    PointCloud2): after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec."""
+    byte_order = "<" if serialized[1] & 1 else ">"  # CDR_LE is 0x0001, CDR_BE 0x0000
+    sec, nanosec = struct.unpack_from(byte_order + "iI", serialized, 4)
+    return sec * 10**9 + nanosec
+
+
+class _NodeDriver:
+    """This process's side of the node benchmark: a camera publisher and the output subscribers."""
+
+    def __init__(self, client, node_proc, node_log, frame):
+        self.client, self.node_proc, self.node_log = client, node_proc, node_log
+        height, width = frame
+        self.qos = QoSProfile(depth=5)
+        self.image_pub = client.create_publisher(Image, "image", self.qos)
+        self.info_pub = client.create_publisher(CameraInfo, "camera_info", self.qos)
+        self.info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        f = 0.8 * width
+        self.info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+        self.info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        self.info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        self.info.d = [0.0] * 5
+        self.msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+        self.msg.data = camera_frame(height, width).tobytes()
+        self.msg.header.frame_id = "camera_optical_frame"
+        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
+        self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+        self.node_diagnostics: dict[str, str] = {}  # the node's own latency figures (/diagnostics)
+        # Serialized (raw) outputs: the clock stops when the message is here, as for a C++ consumer
+        # such as RViz, not after rclpy has also built Python objects of every pixel.
+        client.create_subscription(Image, "depth/image", self._on("depth"), self.qos, raw=True)
+        client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos, raw=True)
+        client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos, raw=True)
+        client.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, self.qos)
+
+    def _on(self, kind):
+        def callback(serialized: bytes):
+            now = time.time()
+            with self.arrived:
+                self.arrivals[kind][_cdr_stamp_ns(serialized)] = now
+                self.arrived.notify_all()
+        return callback
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.startswith(self.client.get_namespace()) and "forward latency p50 (ms)" in values:
+                with self.lock:
+                    self.node_diagnostics = values
+
+    def subscribe_points(self) -> None:
+        self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
+        time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        """Sleep until an output makes `predicate` true (no polling: the node shares the CPUs)."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if self.node_proc.poll() is not None:
+                    raise SystemExit(f"the node exited: {_tail(self.node_log)}")
+                self.arrived.wait(min(remaining, 0.5))
+        return True
+
+    def send(self) -> int:
+        stamp_ns = time.time_ns()
+        self.msg.header.stamp.sec, self.msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        self.info.header = self.msg.header
+        self.info_pub.publish(self.info)
+        self.image_pub.publish(self.msg)
+        return stamp_ns
+
+    def closed_loop(self, kinds: tuple[str, ...], frames: int, warmup: int) -> list[float]:
+        """Send a frame, wait for its outputs, repeat: latency without queueing."""
+        if not self.wait_for(lambda: self.image_pub.get_subscription_count() > 0, 120):
+            raise SystemExit("the node did not subscribe to the image within 120 s")
+        latencies, lost_in_a_row = [], 0
+        for i in range(warmup + frames):
+            stamp = self.send()
+            if not self.wait_for(lambda stamp=stamp: all(stamp in self.arrivals[k] for k in kinds), 10):
+                lost_in_a_row += 1
+                if lost_in_a_row == 3:
+                    raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {_tail(self.node_log)}")
+                continue
+            lost_in_a_row = 0
+            if i >= warmup:
+                latencies.append(max(self.arrivals[k][stamp] for k in kinds) - stamp / 1e9)
+        return latencies
+
+    def open_loop(self, rate_s: float, duration_s: float) -> dict:
+        """Publish at a fixed rate: what comes back, how often, how old."""
+        with self.lock:
+            self.arrivals["depth"].clear()
+        sent = []
+        started = time.monotonic()
+        while time.monotonic() - started < duration_s:
+            sent.append(self.send())
+            time.sleep(rate_s)
+        elapsed = time.monotonic() - started
+        time.sleep(2.0)
+        with self.lock:
+            sent_set = set(sent)
+            got = {s: t for s, t in self.arrivals["depth"].items() if s in sent_set}
+        span = max(got.values()) - min(got.values()) if len(got) > 1 else 0.0
+        ages = [(t - s / 1e9) * 1000.0 for s, t in got.items()]
+        return {
+            "sent_hz": len(sent) / elapsed, "sent": len(sent), "received": len(got),
+            "output_hz": (len(got) - 1) / span if span else 0.0,
+            "age_p50_ms": float(np.percentile(ages, 50)) if ages else float("nan"),
+            "age_p99_ms": float(np.percentile(ages, 99)) if ages else float("nan"),
+        }
+
+
+def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward) -> dict:
+    driver = _NodeDriver(client, node_proc, node_log, frame)
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    threading.Thread(target=executor.spin, daemon=True).start()
+
+    def stats(latencies):
+        ms = np.asarray(latencies) * 1000.0
+        out = {"frames": int(ms.size), "lost": frames - int(ms.size)}
+        if ms.size:
+            out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
+        return out
+
+    def with_node_timing(result):
+        """Overhead = latency minus the forward time, both p50, the forward timed inside the node
+        (this process's figure only if the node's is missing): the same model runs slower there
+        while its outputs of the previous frame are still being serialised and received."""
+        time.sleep(1.2)  # one more /diagnostics period
+        with driver.lock:
+            values = dict(driver.node_diagnostics)
+
+        def number(key):
+            try:
+                return float(values[key])
+            except (KeyError, ValueError):
+                return None
+
+        node_forward, node_inference = number("forward latency p50 (ms)"), number("inference latency p50 (ms)")
+        if "p50_ms" in result:
+            result["forward_p50_ms"] = node_forward if node_forward is not None else forward["median_ms"]
+            result["overhead_p50_ms"] = result["p50_ms"] - result["forward_p50_ms"]
+            if node_inference is not None:
+                result["node_inference_p50_ms"] = node_inference
+                result["transport_p50_ms"] = result["p50_ms"] - node_inference
+        return result
+
+    try:
+        results = {"depth": with_node_timing(stats(driver.closed_loop(("depth",), frames, warmup)))}
+        driver.subscribe_points()
+        results["depth+cloud"] = with_node_timing(stats(driver.closed_loop(("depth", "points"), frames, warmup)))
+        results["open_loop"] = driver.open_loop(rate_s, max(3.0, frames * 0.05))
+        return results
+    finally:
+        executor.shutdown()
+
+
+def _tail(log, chars: int = 3000) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()[-chars:]
