@@ -53,6 +53,17 @@ def require(engine: str):
                           f"({exc})") from None
 
 
+def read_export(path: Path, precision: str):
+    """The checked metadata of an exported file an engine is asked to run in `precision`."""
+    from ..model.export import read_export_info
+
+    info = read_export_info(path)
+    if info.precision != precision:
+        raise EngineError(f"{path} was exported in {info.precision}; set precision {info.precision} "
+                          f"to run it (asked for {precision})")
+    return info
+
+
 def is_onnx_file(source) -> bool:
     return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".onnx"
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..model.checkpoint import load_model
-from ..model.export import ExportError, ExportInfo, read_export_info, weights_digest
+from ..model.export import ExportError, ExportInfo, weights_digest
 from ..model.zoedepth import ZoeDepth
-from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, require
+from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, read_export, require
 from .export_cache import ExportCache
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ class OnnxEngine:
         self.file: Path | None = None
         if is_onnx_file(model):
             self.file = Path(model)
-            info = read_export_info(self.file)
-            if info.precision != precision:
-                raise EngineError(f"{self.file} was exported in {info.precision}; set precision {info.precision} "
-                                  f"to run it (asked for {precision})")
+            info = read_export(self.file, precision)
             self.config, self.flip_in_graph = info.config, info.flip_tta
             self.network_target = info.size  # frames are resized around the file's size, not img_size
             self._sessions[(info.size, info.batch)] = (self._open(self.file), info, self.file)
@@ -82,12 +79,17 @@ class OnnxEngine:
 
     def _open(self, path: Path):
         try:
+            # As many threads as torch uses (`torch.set_num_threads`, OMP_NUM_THREADS): ONNX Runtime
+            # would otherwise take one per physical core, a single thread on a 2-vCPU machine.
+            threads = torch.get_num_threads()
             if self.name == "openvino":
-                hint = "f32" if self.precision == "fp32" else "f16"
+                hint = "f32" if self.precision == "fp32" else "f16"  # f32: else it may pick bf16/f16 itself
                 compiled = self.runtime.Core().compile_model(
-                    str(path), self._target, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
+                    str(path), self._target, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint,
+                                              "INFERENCE_NUM_THREADS": threads})
                 return compiled, compiled.create_infer_request()
             options = self.runtime.SessionOptions()
+            options.intra_op_num_threads = threads
             options.log_severity_level = 3  # its warnings about unused initializers are noise to a user
             return self.runtime.InferenceSession(str(path), options, providers=self._target)
         except Exception as exc:  # each runtime has its own exception types for unreadable models

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import load_model
-from ..model.export import read_export_info, weights_digest
+from ..model.export import weights_digest
 from ..model.zoedepth import ZoeDepth
-from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, require, resolve_device
+from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, read_export, require, resolve_device
 from .export_cache import ExportCache
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ class TensorRtEngine:
         self.file: Path | None = None
         if is_onnx_file(model):
             self.file = Path(model)
-            info = read_export_info(self.file)
-            if info.precision != precision:
-                raise EngineError(f"{self.file} was exported in {info.precision}; set precision {info.precision}")
+            info = read_export(self.file, precision)
             self.config, self.flip_in_graph, self._digest = info.config, info.flip_tta, info.weights_sha256
             self.network_target = info.size
             self._engines[(info.size, info.batch)] = self._build(self.file, info)

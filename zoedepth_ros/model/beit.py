@@ -74,9 +74,14 @@ class Attention(nn.Module):
             with torch.inference_mode(False):
                 index = self._index_cache[key] = relative_position_index(h, w, table.device)
         n = h * w + 1
+        bias = resized[index.view(-1)].view(n, n, -1).permute(2, 0, 1).to(dtype)
+        if torch.compiler.is_exporting():
+            # An ONNX runtime folds this into one constant per block; the padded copy below would
+            # leave it several (ONNX Runtime held 10 GB for the full model at 384x512 with it).
+            return bias.unsqueeze(0)
         # SDPA wants the mask's last dimension aligned to 8 elements, else it copies it on every call.
         padded = torch.zeros(self.num_heads, n, (n + 7) // 8 * 8, dtype=dtype, device=table.device)
-        padded[:, :, :n] = resized[index.view(-1)].view(n, n, -1).permute(2, 0, 1).to(dtype)
+        padded[:, :, :n] = bias
         return padded[:, :, :n].unsqueeze(0)
 
     def relative_position_bias(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
