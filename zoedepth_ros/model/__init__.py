@@ -1,4 +1,4 @@
-"""ZoeDepth model package (no ROS imports): architecture, checkpoints, pre/post-processing.
+"""ZoeDepth model package (no ROS imports): architecture, checkpoints, ONNX export.
 
 Names are resolved lazily so that light modules (config, weights cache) import without torch.
 """
