@@ -3,8 +3,9 @@
 The exported graph takes normalised pixels at one network size and batch (static shapes) and
 returns metric depth (B, 1, H, W), the router logits (B, n_heads; routed models only) and,
 optionally, the per-pixel std (B, 1, H, W). The NK router decides per sample inside the graph
-(`MetricHead.forward_per_sample`: one ONNX `If` per sample), so a batch of an indoor and an
-outdoor frame gets the NYU head for one and the KITTI head for the other, as in PyTorch.
+(`MetricHead.forward_per_sample`: every head runs on the batch, each sample keeps its own head's
+output), so a batch of an indoor and an outdoor frame gets the NYU head for one and the KITTI head
+for the other, as in PyTorch.
 
 Pre-processing stays outside (the estimator's, identical for every engine): RGB in [0, 1], resized
 to the file's size, normalised with the mean and std the metadata gives. With `flip_tta` the graph
