@@ -5,7 +5,8 @@
 #   make test-jazzy   create/reuse .venv-jazzy (what a Jazzy robot runs: Python 3.12, numpy 1.26,
 #                     OpenCV 4.x; requirements/jazzy.txt), then run the test suite in it
 # A venv is rebuilt only when its requirements files, setup.py or setup.cfg change (a sha256 stamp
-# inside it), so a second run skips pip entirely.
+# inside it), so a second run skips pip entirely. pip keeps no cache of its downloads: the two venvs
+# take ~13 GB (torch's CUDA build twice), and a cached copy of the wheels would add ~4 GB more.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -51,7 +52,7 @@ if [[ ! -x "$(1)/bin/python" ]]; then \
 fi; \
 rm -f "$(1)/.zoedepth_ros-stamp"; \
 echo "venv: installing $(3) into $(1) (first time: several minutes, torch is large)"; \
-"$(1)/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r $(3) 2>&1 | $(PIP_QUIET_FILTER); \
+"$(1)/bin/python" -m pip install --disable-pip-version-check --no-cache-dir --progress-bar off -r $(3) 2>&1 | $(PIP_QUIET_FILTER); \
 echo "venv: installing zoedepth_ros (editable)"; \
 "$(1)/bin/python" -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | $(PIP_QUIET_FILTER); \
 echo "$$want" > "$(1)/.zoedepth_ros-stamp"; \

@@ -63,7 +63,9 @@ def _stream(ros, latest, qos: str, env: dict[str, str]) -> tuple[int, dict[str, 
     before = int(latest().get("frames in", 0))
     with CameraProcess(ros.namespace, WIDTH, HEIGHT, qos=qos, env=env) as camera:
         camera.send(count=FRAMES, rate=RATE_HZ, wait_s=30.0, timeout=FRAMES / RATE_HZ + 60.0)
-    time.sleep(2.5)  # the last frames, and a diagnostics report after them
+    # The last frames, and a diagnostics report after them: a loaded machine can take seconds.
+    wait_until(lambda: int(latest().get("frames in", 0)) - before >= FRAMES, timeout=6.0)
+    time.sleep(1.5)
     values = latest()
     received = int(values["frames in"]) - before
     print(f"\n{qos} publisher, {'shipped' if env.get(DDS_PROFILE_VARIABLE) else 'no'} profile: {received}/{FRAMES} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             parts[name.strip()]()
     finally:
         check.write(args.out)
+        shutil.rmtree(check.workdir, ignore_errors=True)
     failed = [c["name"] for c in check.results["checks"] if not c["ok"]]
     if failed:
         print("FAILED: " + "; ".join(failed), file=sys.stderr)
