@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -86,6 +87,27 @@ def test_batch_equals_single_frames(model, image):
         single = est.predict(img, with_std=True)
         np.testing.assert_allclose(got.depth, single.depth, rtol=1e-5)
         np.testing.assert_allclose(got.std, single.std, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_one_batch_of_images_of_several_sizes(model, image, pad):
+    """Images of different sizes that share a network size run as one batch, each prediction at its
+    own size and equal to the image's own; images of another network size are refused."""
+    est = DepthEstimator(model, device="cpu", pad=pad)
+    large = cv2.resize(image, (320, 240), interpolation=cv2.INTER_NEAREST)  # same aspect: same network size
+    wide = np.ascontiguousarray(np.concatenate([image, image], axis=1))
+    assert est.network_input_size(*large.shape[:2]) == est.network_input_size(*image.shape[:2])
+    assert est.network_input_size(*wide.shape[:2]) != est.network_input_size(*image.shape[:2])
+    other = np.ascontiguousarray(image[::-1])
+    batch = est.predict_batch([image, large, other], with_std=True)
+    assert [p.depth.shape for p in batch] == [(120, 160), (240, 320), (120, 160)]
+    for img, got in zip((image, large, other), batch, strict=True):
+        single = est.predict(img, with_std=True)
+        np.testing.assert_allclose(got.depth, single.depth, rtol=1e-5)
+        np.testing.assert_allclose(got.std, single.std, rtol=1e-4, atol=1e-6)
+        assert got.domain == single.domain
+    with pytest.raises(ValueError, match="network_input_size"):
+        est.predict_batch([image, wide])
 
 
 def test_each_prediction_carries_its_forward_time(model, image):

@@ -90,9 +90,9 @@ def test_a_pause_starts_a_new_sequence_and_stamps_are_checked_within_it(ros, cap
         del collector.received[stamps[0]]
         send_frame(camera, collector, stamps[0], DEPTH)  # the first stamp again, after a pause: served
         camera.send(stamp=list(stamps[0]))  # and once more at once: a duplicate within the new sequence
-        assert wait_until(lambda: node._stats.rejected["repeated_stamp"] == 1, timeout=10.0)
+        assert wait_until(lambda: node.camera().stats.rejected["repeated_stamp"] == 1, timeout=10.0)
         camera.send(stamp=[699, 990_000_000])  # 0.01 s before it, no pause: reordered
-        assert wait_until(lambda: node._stats.rejected["out_of_order_stamp"] == 1, timeout=10.0)
+        assert wait_until(lambda: node.camera().stats.rejected["out_of_order_stamp"] == 1, timeout=10.0)
     assert "image stamps went back 0.1 s (after 1." in capfd.readouterr().err
 
 
@@ -127,7 +127,8 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
         spinner.executor.remove_node(points)
         ros.nodes.remove(points)
         points.destroy_node()
-        assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 0, timeout=10.0)
+        points_publisher = node.camera().outputs.publishers["depth/points"]
+        assert wait_until(lambda: points_publisher.get_subscription_count() == 0, timeout=10.0)
         built = len(builds)
         for i in range(1, 3):
             send_frame(camera, collector, (700 + i, 0), {"depth/image": Image, "depth/camera_info": CameraInfo})
@@ -138,7 +139,7 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
         viewer = subprocess.Popen([sys.executable, "-c", POINTS_VIEWER, ros.namespace], stdout=subprocess.DEVNULL,
                                   cwd=REPO)
         try:
-            assert wait_until(lambda: node._outputs.publishers["depth/points"].get_subscription_count() == 1,
+            assert wait_until(lambda: points_publisher.get_subscription_count() == 1,
                               timeout=30.0)
             send_frame(camera, collector, (710, 0), DEPTH)
         finally:
@@ -150,15 +151,15 @@ def test_cloud_subscribers_that_leave_or_die_do_not_stall_the_node(ros, monkeypa
 
 
 class FailingEstimator(DepthEstimator):
-    """The real model, but the frame whose turn comes in `faults` raises that exception instead."""
+    """The real model, but the batch whose turn comes in `faults` raises that exception instead."""
 
     faults: list[BaseException | None] = []
 
-    def predict(self, rgb, with_std=False):
+    def predict_batch(self, images, with_std=False):
         fault = FailingEstimator.faults.pop(0) if FailingEstimator.faults else None
         if fault is not None:
             raise fault
-        return super().predict(rgb, with_std)
+        return super().predict_batch(images, with_std)
 
 
 @pytest.mark.slow

@@ -359,7 +359,7 @@ class Run:
             self.expected[case.reason] += 1
 
     def _wait_counted(self) -> None:
-        stats = self.node._stats
+        stats = self.node.camera().stats
         assert wait_until(lambda: (stats.inputs, stats.camera_infos) == (self._images_sent(), self.sent["camera_info"]),
                           timeout=30.0, interval=0.001), (stats.inputs, stats.camera_infos, self.sent)
 
@@ -372,7 +372,7 @@ class Run:
         """Send one admitted frame alone and check what became of it."""
         want = self.oracle.depth(case.msg)
         stamp = stamp_key(case.msg.header)
-        stats = self.node._stats
+        stats = self.node.camera().stats
         if isinstance(want, str):  # the decoder refuses it
             self.expected[want] += 1
             self._publish(case)

@@ -63,9 +63,10 @@ def _stream(ros, latest, qos: str, env: dict[str, str]) -> tuple[int, dict[str, 
     before = int(latest().get("frames in", 0))
     with CameraProcess(ros.namespace, WIDTH, HEIGHT, qos=qos, env=env) as camera:
         camera.send(count=FRAMES, rate=RATE_HZ, wait_s=30.0, timeout=FRAMES / RATE_HZ + 60.0)
-    # The last frames, and a diagnostics report after them: a loaded machine can take seconds.
-    wait_until(lambda: int(latest().get("frames in", 0)) - before >= FRAMES, timeout=6.0)
-    time.sleep(1.5)
+        # The last frames, and a diagnostics report after them, before the camera process exits:
+        # reliable frames not yet delivered die with it, and a loaded machine can take seconds.
+        wait_until(lambda: int(latest().get("frames in", 0)) - before >= FRAMES, timeout=6.0)
+        time.sleep(1.5)
     values = latest()
     received = int(values["frames in"]) - before
     print(f"\n{qos} publisher, {'shipped' if env.get(DDS_PROFILE_VARIABLE) else 'no'} profile: {received}/{FRAMES} "
@@ -110,7 +111,7 @@ def test_auto_reliability_follows_the_publishers(ros):
     topic = f"{ros.namespace}/image"
 
     def reliability() -> ReliabilityPolicy:
-        return node._image_input.subscription.qos_profile.reliability
+        return node.camera().image_input.subscription.qos_profile.reliability
 
     with ros.spin():
         assert reliability() == ReliabilityPolicy.RELIABLE  # no publisher: matches a reliable one at once
@@ -138,4 +139,4 @@ def test_a_reliability_override_fixes_the_input(ros):
         camera = ros.client("reliable_camera").create_publisher(Image, f"{ros.namespace}/image", QoSProfile(depth=10))
         assert wait_until(lambda: camera.get_subscription_count() == 1, timeout=10.0)
         time.sleep(0.5)  # time to (wrongly) switch
-        assert node._image_input.subscription.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert node.camera().image_input.subscription.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT

@@ -66,13 +66,14 @@ class RampedEstimator(DepthEstimator):
 
     raw: list[np.ndarray] = []
 
-    def predict(self, rgb, with_std=False):
-        prediction = super().predict(rgb, with_std)
-        ramp = np.geomspace(0.07, 290.0, rgb.shape[1], dtype=np.float32)
-        prediction.depth = prediction.depth * ramp
-        prediction.depth[0, 0], prediction.depth[1, 1] = np.nan, np.inf
-        RampedEstimator.raw.append(prediction.depth.copy())
-        return prediction
+    def predict_batch(self, images, with_std=False):
+        predictions = super().predict_batch(images, with_std)
+        for rgb, prediction in zip(images, predictions, strict=True):
+            ramp = np.geomspace(0.07, 290.0, rgb.shape[1], dtype=np.float32)
+            prediction.depth = prediction.depth * ramp
+            prediction.depth[0, 0], prediction.depth[1, 1] = np.nan, np.inf
+            RampedEstimator.raw.append(prediction.depth.copy())
+        return predictions
 
 
 class RecordingEstimator(DepthEstimator):
@@ -80,10 +81,10 @@ class RecordingEstimator(DepthEstimator):
 
     predictions: list = []
 
-    def predict(self, rgb, with_std=False):
-        prediction = super().predict(rgb, with_std)
-        RecordingEstimator.predictions.append(prediction)
-        return prediction
+    def predict_batch(self, images, with_std=False):
+        predictions = super().predict_batch(images, with_std)
+        RecordingEstimator.predictions.extend(predictions)
+        return predictions
 
 
 class SlowEstimator(DepthEstimator):
@@ -92,12 +93,12 @@ class SlowEstimator(DepthEstimator):
     DELAY_S = 1.0
     durations: list[float] = []
 
-    def predict(self, rgb, with_std=False):
+    def predict_batch(self, images, with_std=False):
         started = time.perf_counter()
         time.sleep(self.DELAY_S)
-        prediction = super().predict(rgb, with_std)
+        predictions = super().predict_batch(images, with_std)
         SlowEstimator.durations.append(time.perf_counter() - started)
-        return prediction
+        return predictions
 
 
 def check_depth(depth_msg, stamp, raw: np.ndarray):
@@ -316,7 +317,7 @@ def test_opencv_frames_without_an_encoding_are_served_with_one_warning(ros, capf
     log = capfd.readouterr().err
     assert log.count("are '8UC3', a generic type with no colour order: taking them as OpenCV's bgr8") == 1
     assert log.count("are '8UC4', a generic type with no colour order: taking them as OpenCV's bgra8") == 1
-    assert sum(node._stats.rejected.values()) == 0
+    assert sum(node.camera().stats.rejected.values()) == 0
 
 
 @pytest.mark.slow
@@ -386,13 +387,16 @@ def test_cli_passes_ros_arguments_through():
 
 def test_params_file_lists_every_parameter_with_its_default():
     values = yaml.safe_load((REPO / "config" / "zoedepth.yaml").read_text())["/**"]["ros__parameters"]
-    assert values == {name: spec.default for name, spec in PARAMETERS.items()}
+    # The camera list's default (not set) is written as an empty list.
+    assert values == {name: list(spec.default) if isinstance(spec.default, tuple) else spec.default
+                      for name, spec in PARAMETERS.items()}
 
 
 def test_settings_has_one_field_per_parameter_typed_as_its_default():
     fields = dataclasses.fields(Settings)
     assert [f.name for f in fields] == list(PARAMETERS)
-    assert {f.name: f.type for f in fields} == {name: type(spec.default).__name__ for name, spec in PARAMETERS.items()}
+    assert {f.name: f.type.split("[")[0] for f in fields} == {name: type(spec.default).__name__
+                                                              for name, spec in PARAMETERS.items()}
 
 
 def test_rviz_config_shows_image_colormap_and_points():

@@ -188,7 +188,7 @@ def test_bags_with_the_same_stamps_replay_back_to_back(tmp_path, depth_node, nam
     with depth_node() as spinner:
         results = [replay(bag, tmp_path / f"replay{i}", namespace) for i, bag in enumerate(bags)]
         node = spinner.executor.get_nodes()[0]
-        assert sum(node._stats.rejected.values()) == 0, node._stats.rejected
+        assert sum(node.camera().stats.rejected.values()) == 0, node.camera().stats.rejected
     for rc, summary in results:
         assert rc == 0
         assert summary["frames"] == 6 and summary["inference"]["frames_rejected"] == 0, summary["inference"]
@@ -236,9 +236,9 @@ def test_replay_to_a_node_process_at_the_recorded_rate(tmp_path, checkpoint, nam
 class SlowEstimator(DepthEstimator):
     DELAY_S = 0.4
 
-    def predict(self, rgb, with_std=False):
+    def predict_batch(self, images, with_std=False):
         time.sleep(self.DELAY_S)
-        return super().predict(rgb, with_std)
+        return super().predict_batch(images, with_std)
 
 
 @pytest.mark.slow

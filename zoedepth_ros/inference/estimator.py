@@ -81,21 +81,25 @@ class DepthEstimator:
         """`rgb`: (H, W, 3) uint8 RGB."""
         return self.predict_batch([rgb], with_std=with_std)[0]
 
+    def network_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The network size that images of `height` x `width` run at: images that share it can share a
+        batch (`predict_batch`), whatever their own sizes."""
+        pad_h, pad_w = reflect_padding(height, width) if self.pad else (0, 0)
+        return network_size(height + 2 * pad_h, width + 2 * pad_w, self.engine.network_target,
+                            keep_aspect=self.mode == "infer")
+
     @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray] | np.ndarray, with_std: bool = False) -> list[DepthPrediction]:
-        """Images of one size, run as one batch (twice its size with flip TTA)."""
-        batch = np.stack(images) if isinstance(images, (list, tuple)) else images
-        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
-            raise ValueError(f"expected uint8 RGB images of shape (H, W, 3), got {batch.dtype} {batch.shape[1:]}")
-        n, height, width = batch.shape[:3]
-        if min(height, width) < 2:
-            raise ValueError(f"image too small: {height}x{width}")
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        pad_h, pad_w = reflect_padding(height, width) if self.pad else (0, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
-        size = network_size(x.shape[-2], x.shape[-1], self.engine.network_target, keep_aspect=self.mode == "infer")
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True).sub_(0.5).div_(0.5)
+        """Images of one network size (`network_input_size`: images of one size always share it), run
+        as one batch (twice its size with flip TTA); each prediction at its own image's size."""
+        runs = _runs_of_one_size(images)
+        inputs = [self._network_input(batch) for _, batch in runs]
+        sizes = sorted({tuple(x.shape[-2:]) for x, _ in inputs})
+        if len(sizes) > 1:
+            raise ValueError(f"images of network sizes {', '.join(f'{h}x{w}' for h, w in sizes)} cannot share a "
+                             "batch: group them by network_input_size")
+        x = torch.cat([x for x, _ in inputs]) if len(inputs) > 1 else inputs[0][0]
+        n = x.shape[0]
         flip_here = self.flip_tta and not self.engine.flip_in_graph
         if flip_here:
             x = torch.cat([x, x.flip(-1)])
@@ -107,19 +111,35 @@ class DepthEstimator:
             depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
             std = 0.5 * (std[:n] + std[n:].flip(-1)) if std is not None else None
             logits = logits[:n] + logits[n:] if logits is not None else None
-        results = [self._to_input_size(t, height, width, pad_h, pad_w) for t in (depth, std)]
         domains = (logits.argmax(-1) if logits is not None else out.domain[:n]).tolist()
         logits_np = logits.float().cpu().numpy() if logits is not None else None
-        return [
-            DepthPrediction(
-                depth=results[0][i],
-                std=results[1][i] if results[1] is not None else None,
-                domain=self.head_names[domains[i]] if len(self.head_names) > 1 else None,
-                domain_logits=logits_np[i] if logits_np is not None else None,
-                forward_s=forward_s,
-            )
-            for i in range(n)
-        ]
+        predictions: list[DepthPrediction | None] = [None] * n
+        first = 0
+        for (indices, _), (_, geometry) in zip(runs, inputs, strict=True):
+            rows = slice(first, first + len(indices))
+            first += len(indices)
+            maps = [self._to_input_size(t[rows] if t is not None else None, *geometry) for t in (depth, std)]
+            for k, (i, row) in enumerate(zip(indices, range(rows.start, rows.stop), strict=True)):
+                predictions[i] = DepthPrediction(
+                    depth=maps[0][k],
+                    std=maps[1][k] if maps[1] is not None else None,
+                    domain=self.head_names[domains[row]] if len(self.head_names) > 1 else None,
+                    domain_logits=logits_np[row] if logits_np is not None else None,
+                    forward_s=forward_s,
+                )
+        return predictions
+
+    def _network_input(self, batch: np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """(normalised network input, (height, width, pad_h, pad_w) to bring its outputs back) of a
+        (N, H, W, 3) uint8 batch."""
+        height, width = batch.shape[1:3]
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        pad_h, pad_w = reflect_padding(height, width) if self.pad else (0, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+        size = network_size(x.shape[-2], x.shape[-1], self.engine.network_target, keep_aspect=self.mode == "infer")
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True).sub_(0.5).div_(0.5)
+        return x, (height, width, pad_h, pad_w)
 
     def _to_input_size(self, t: torch.Tensor | None, height: int, width: int, pad_h: int, pad_w: int):
         if t is None:
@@ -144,3 +164,19 @@ class DepthEstimator:
         self.engine.release()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _runs_of_one_size(images: list[np.ndarray] | np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """(positions in `images`, (N, H, W, 3) stack) for each image size in `images`, first seen first."""
+    if isinstance(images, np.ndarray):
+        images = list(images)  # (N, H, W, 3); any other shape fails the check below
+    by_size: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB images of shape (H, W, 3), got {image.dtype} {image.shape}")
+        if min(image.shape[:2]) < 2:
+            raise ValueError(f"image too small: {image.shape[0]}x{image.shape[1]}")
+        by_size.setdefault(image.shape, []).append(i)
+    if not by_size:
+        raise ValueError("no images to predict")
+    return [(indices, np.stack([images[i] for i in indices])) for indices in by_size.values()]

@@ -1,4 +1,5 @@
-"""The ROS 2 depth node `zoedepth`: camera image in; metric depth, camera info and cloud out.
+"""The ROS 2 depth node `zoedepth`: camera images in; metric depth, camera info and cloud out,
+for one camera or several (`cameras`) with one model.
 
 A managed (lifecycle) node. configure loads the model, activate subscribes, deactivate
 unsubscribes, cleanup frees the model and the device memory; with `autostart` (default) it walks
@@ -6,23 +7,27 @@ itself to active, so a plain `ros2 run` works.
 
 Threading: subscription callbacks check each message without decoding it (encoding, size against
 `max_image_pixels`, step, data length, JPEG/PNG structure, header frame id and stamp order; a
-camera_info's calibration), reject and count a bad one, and park a good frame in a one-slot mailbox
-(an older, unprocessed frame is dropped and counted as stale); one worker thread runs decoding,
-inference and publishing. So every bad message is counted even when frames are dropped, parameter,
-lifecycle and camera_info callbacks stay responsive while a frame is processed, and the input age
-behind each output stays under two inference times. A failure while processing one frame (corrupt
-pixel data, CUDA out of memory, a device error) is logged, counted and costs only that frame.
+camera_info's calibration), reject and count a bad one, and park a good frame in its camera's slot
+(an older, unprocessed frame is dropped and counted as stale); one worker thread takes the newest
+frame of every camera that has one, decodes them, runs them as one batch per network size and
+publishes. So every bad message is counted even when frames are dropped, parameter, lifecycle and
+camera_info callbacks stay responsive while frames are processed, every camera gets one output per
+batch under load, and the input age behind each output stays under two batch times. A failure
+while processing (corrupt pixel data, CUDA out of memory, a device error) is logged, counted and
+costs only the frames concerned: a frame that fails to decode costs only its own camera.
 
-Topics (relative, remappable): `image` (or `<image>/compressed` with input_transport
-"compressed", image_transport's naming), `camera_info` in; `depth/image` (32FC1 metres, REP 118,
-NaN = invalid), `depth/image_mm` (16UC1, 0 = invalid), `depth/camera_info`, `depth/points`,
-`depth/colormap`, `depth/uncertainty` out; `/diagnostics` at 1 Hz. Every output carries the input
+Topics (relative, remappable; with `cameras`, each under `<camera>/`): `image` (or
+`<image>/compressed` with input_transport "compressed", image_transport's naming), `camera_info` in;
+`depth/image` (32FC1 metres, REP 118, NaN = invalid), `depth/image_mm` (16UC1, 0 = invalid),
+`depth/camera_info`, `depth/points`, `depth/colormap`, `depth/uncertainty` out; `/diagnostics` at
+1 Hz (with `cameras`, one status per camera besides the node's). Every output carries the input
 image's header unchanged.
 
-Its parts: `parameters` (the parameter table, validation), `inputs` (the image subscription and
-its reliability, stamp checks, the mailbox), `outputs` (the publishers), `diagnostics` (counters,
-status, throttled logs), `lifecycle` (a Jazzy workaround). What is left here, ~500 lines, is the
-one class whose callbacks and worker share its state; splitting it further would scatter that.
+Its parts: `parameters` (the parameter table, validation), `camera` (one camera's subscriptions,
+publishers, checks and counters), `inputs` (the image subscription and its reliability, stamp
+checks, the frame slots), `outputs` (the publishers), `diagnostics` (counters, status, throttled
+logs), `lifecycle` (a Jazzy workaround). What is left here is the lifecycle, the model and the
+worker that batches the cameras' frames.
 """
 
 from __future__ import annotations
@@ -37,37 +42,18 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
-from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from zoedepth_ros.camera_info import (
-    CameraInfoError,
-    check_camera_info,
-    intrinsics_from_camera_info,
-    pinhole_from_hfov,
-)
-from zoedepth_ros.image_codec import (
-    ASSUMED_ENCODINGS,
-    ImageDecodeError,
-    check_compressed_msg,
-    check_image_msg,
-    decode_compressed_msg,
-    decode_image_msg,
-)
-from zoedepth_ros.ros.diagnostics import Stats, ThrottledLog, depth_status
-from zoedepth_ros.ros.inputs import INPUT_QOS, ImageSubscription, Mailbox, StampOrder, own_qos
+from zoedepth_ros.image_codec import ImageDecodeError
+from zoedepth_ros.ros.camera import Camera
+from zoedepth_ros.ros.diagnostics import BatchStats, ThrottledLog, depth_status
+from zoedepth_ros.ros.inputs import FrameSlots
 from zoedepth_ros.ros.lifecycle import guard_change_state
-from zoedepth_ros.ros.outputs import DepthOutputs
 from zoedepth_ros.ros.parameters import PARAMETERS, Settings, descriptor, validate
-from zoedepth_ros.ros.processes import DDS_PROFILE_NAME, DDS_PROFILE_VARIABLE, keep_freed_buffers
+from zoedepth_ros.ros.processes import keep_freed_buffers
 
 NODE_NAME = "zoedepth"
-# A best-effort frame larger than one UDP fragment is lost whenever any of its fragments is.
-UDP_FRAGMENT_BYTES = 64 * 1024
-# Frames missing from a publisher's sequence numbers before the log and /diagnostics name the cause.
-LOSS_REPORT_FRAMES = 3
 
 
 class DepthNode(LifecycleNode):
@@ -76,7 +62,9 @@ class DepthNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         for name, spec in PARAMETERS.items():
-            self.declare_parameter(name, spec.default, descriptor(name))
+            # A list parameter without a default is declared by type: rclpy would take [] as bytes.
+            default = Parameter.Type.STRING_ARRAY if spec.default == () else spec.default
+            self.declare_parameter(name, default, descriptor(name))
         self._settings = self._read_settings()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -84,34 +72,38 @@ class DepthNode(LifecycleNode):
         self._estimator = None
         self._loaded: dict[str, str] | None = None  # model, device, precision of the loaded model
         self._failure: str | None = None  # why the last configure failed, until one succeeds
-        self._outputs: DepthOutputs | None = None  # while configured
-        self._camera_info_sub = None
-        self._camera_info: CameraInfo | None = None
-        self._camera_info_at = 0.0  # monotonic arrival time of _camera_info
-        # The image subscription (while active) and its resolved topic (set at each activation).
-        self._image_input: ImageSubscription | None = None
-        self._image_topic = ""
+        self._log_throttled = ThrottledLog(self.get_logger())
+        self._slots = FrameSlots()
+        # By name ('' for the single camera of a node without `cameras`); set again at configure.
+        self._cameras: dict[str, Camera] = {}
+        self._sync_cameras()
+        self._batches = BatchStats()
         self._input_timer = None
-        self._stamps = StampOrder()
-        self._loss_problem: str | None = None  # why frames go missing, once found out
-        self._assumed_encodings: set[str] = set()  # generic encodings already warned about
-        self._mailbox = Mailbox()
-        # chosen by input_transport at each activation
-        self._check, self._decode = check_image_msg, decode_image_msg
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
-        self._stats = Stats()
-        self._log_throttled = ThrottledLog(self.get_logger())
         self._state = "unconfigured"
 
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         guard_change_state(self)
 
+    def camera(self, name: str = "") -> Camera:
+        """The camera `name` ('' for the single camera of a node without `cameras`)."""
+        return self._cameras[name]
+
+    def _sync_cameras(self) -> None:
+        """One Camera per name of `cameras` (or the single unnamed one); a camera kept keeps its counters."""
+        names = list(self._settings.cameras) or [""]
+        self._cameras = {name: self._cameras.get(name) or Camera(self, name, self._slots, lambda: self._settings,
+                                                                 self._log_throttled)
+                         for name in names}
+
     # ---------------------------------------------------------------- parameters
 
     def _read_settings(self) -> Settings:
-        return Settings(**{name: self.get_parameter(name).value for name in PARAMETERS})
+        values = {name: self.get_parameter_or(name).value for name in PARAMETERS}
+        values["cameras"] = tuple(values["cameras"] or ())  # None while not set
+        return Settings(**values)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in PARAMETERS}
@@ -121,9 +113,10 @@ class DepthNode(LifecycleNode):
 
     def _after_set_parameters(self, params) -> None:
         self._settings = self._read_settings()
-        image_input = self._image_input
-        if image_input is not None and any(p.name == "input_reliability" for p in params):
-            image_input.reevaluate()
+        if any(p.name == "input_reliability" for p in params):
+            for camera in list(self._cameras.values()):
+                if camera.image_input is not None:
+                    camera.image_input.reevaluate()
         configured = self._state in ("inactive", "active")
         for p in params:
             applies_on = PARAMETERS[p.name].applies_on if p.name in PARAMETERS else ""
@@ -166,38 +159,31 @@ class DepthNode(LifecycleNode):
         self._estimator = estimator
         self._loaded = {"model": settings.model, "engine": settings.engine, "device": str(estimator.device),
                         "precision": settings.precision}
-        self._outputs = DepthOutputs(self)
-        self.get_logger().info(f"model '{settings.model}' ready on {estimator.device}")
+        self._sync_cameras()
+        for camera in self._cameras.values():
+            camera.configure()
+        served = f" for cameras {', '.join(self._cameras)}" if settings.cameras else ""
+        self.get_logger().info(f"model '{settings.model}' ready on {estimator.device}{served}")
         self._state = "inactive"
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = self._settings
-        compressed = settings.input_transport == "compressed"
-        # Everything the callbacks use is in place before a subscription can deliver.
-        self._check = check_compressed_msg if compressed else check_image_msg
-        self._decode = decode_compressed_msg if compressed else decode_image_msg
-        self._stamps.restart()
-        self._loss_problem = None
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="zoedepth-inference", daemon=True)
         self._worker.start()
-        # camera_info first: a camera that starts publishing when it sees the image subscription
-        # then finds this one matched too, and its first frame comes with intrinsics.
-        self._camera_info_sub = self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, own_qos(INPUT_QOS),
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-        )
-        self._image_topic = self.resolve_topic_name("image") + ("/compressed" if compressed else "")
-        # input_reliability auto re-creates the subscription when the publishers' offers change.
-        self._image_input = ImageSubscription(self, CompressedImage if compressed else Image, self._image_topic,
-                                              self._on_image, lambda: self._settings.input_reliability)
-        self._image_input.subscribe()
-        self._input_timer = self.create_timer(0.1, self._image_input.maintain)
-        self.get_logger().info(f"active: {settings.input_transport} images from '{self._image_topic}' "
-                               f"({self._image_input.reliability}: {self._image_input.why})")
+        for camera in self._cameras.values():
+            camera.activate(compressed=settings.input_transport == "compressed")
+            self.get_logger().info(f"active: {settings.input_transport} images from '{camera.image_topic}' "
+                                   f"({camera.image_input.reliability}: {camera.image_input.why})")
+        self._input_timer = self.create_timer(0.1, self._maintain_inputs)
         self._state = "active"
         return super().on_activate(state)
+
+    def _maintain_inputs(self) -> None:
+        for camera in self._cameras.values():
+            if camera.image_input is not None:
+                camera.image_input.maintain()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
@@ -228,235 +214,125 @@ class DepthNode(LifecycleNode):
         super().destroy_node()
 
     def _stop_processing(self) -> None:
-        """Unsubscribe, then let the worker finish its frame and exit."""
+        """Unsubscribe, then let the worker finish its batch and exit."""
         if self._input_timer is not None:
             self.destroy_timer(self._input_timer)
             self._input_timer = None
-        if self._camera_info_sub is not None:
-            self.destroy_subscription(self._camera_info_sub)
-        if self._image_input is not None:
-            self._image_input.destroy()
-        self._camera_info_sub = self._image_input = None
+        for camera in self._cameras.values():
+            camera.deactivate()
         self._stop.set()
         if self._worker is not None:
             self._worker.join()
             self._worker = None
-        self._mailbox.clear()
+        self._slots.clear()
 
     def _release(self) -> None:
-        if self._outputs is not None:
-            self._outputs.destroy()
-            self._outputs = None
+        for camera in self._cameras.values():
+            camera.release()
         self._loaded = None
         if self._estimator is not None:
             self._estimator.release()
             self._estimator = None
 
-    # ---------------------------------------------------------------- callbacks
-
-    def _on_image(self, msg, info) -> None:
-        # Nothing may escape a callback: it would end the executor's spin, and the node with it.
-        try:
-            new_publisher = self._follow_sequence(msg, info)
-            self._check(msg, max_pixels=self._settings.max_image_pixels)
-            self._check_header(msg.header, new_publisher)
-        except ImageDecodeError as exc:
-            self._stats.frame_in()
-            self._reject(exc.reason, f"image rejected: {exc}")
-            return
-        except Exception as exc:
-            self._stats.frame_in()
-            self._reject("check_error", f"image rejected, checking it failed: {type(exc).__name__}: {exc}", "error")
-            return
-        encoding = getattr(msg, "encoding", "")
-        if encoding in ASSUMED_ENCODINGS and encoding not in self._assumed_encodings:
-            self._assumed_encodings.add(encoding)
-            self.get_logger().warning(
-                f"images on '{self._image_topic}' are '{encoding}', a generic type with no colour order: "
-                f"taking them as OpenCV's {ASSUMED_ENCODINGS[encoding]} (what cv_bridge's cv2_to_imgmsg writes "
-                f"without an encoding); publish them as {ASSUMED_ENCODINGS[encoding]} to say so")
-        self._stats.frame_in(dropped_stale=self._mailbox.put(msg))
-
-    def _follow_sequence(self, msg, info) -> bool:
-        """Count the frames missing from the publisher's sequence numbers; True when the sequence
-        started again (a new publisher: a restarted driver, another replay)."""
-        image_input = self._image_input  # None once deactivation began
-        if image_input is None:
-            return False
-        new_publisher, missed = image_input.follow_sequence(info)
-        if missed:
-            self._stats.frames_missed(missed)
-            self._explain_missed_frames(memoryview(msg.data).nbytes, image_input.reliability)
-        return new_publisher
-
-    def _explain_missed_frames(self, frame_bytes: int, reliability: str) -> None:
-        """Say once, in the log and on /diagnostics, why frames go missing when the cause is known:
-        best-effort frames larger than a UDP fragment, with no shared-memory path from the publisher."""
-        if (self._loss_problem is not None or self._stats.missed < LOSS_REPORT_FRAMES
-                or reliability != "best_effort" or frame_bytes <= UDP_FRAGMENT_BYTES):
-            return
-        self._loss_problem = (
-            f"best-effort frames of {frame_bytes / 1e6:.1f} MB are being lost ({self._stats.missed} so far): they "
-            f"cross from the camera's process in 64 KB UDP fragments and one lost fragment loses the frame. Remedy: "
-            f"export {DDS_PROFILE_VARIABLE}=<share/zoedepth_ros/config/{DDS_PROFILE_NAME}> in the camera "
-            "driver's environment (whole frames through shared memory), or have it publish reliable "
-            "(input_reliability auto follows)")
-        self.get_logger().warning(f"image input on '{self._image_topic}': {self._loss_problem}")
-
-    def _check_header(self, header, new_publisher: bool = False) -> None:
-        """Raise ImageDecodeError for a header the outputs (which carry it) cannot use; otherwise
-        its stamp becomes the one the next frame's is compared with. Stamps are compared within a
-        sequence only: a new publisher or a pause of new_sequence_after_s starts a new one."""
-        warning = self._stamps.admit(header, new_publisher, self._settings.new_sequence_after_s)
-        if warning is not None:
-            self._log_throttled("stamp_restart", "warn", warning)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._stats.camera_info_in()
-        try:
-            check_camera_info(msg)
-        except CameraInfoError as exc:
-            self._reject(f"camera_info: {exc.reason}", f"camera_info rejected, the last valid one stays in use: {exc}")
-            return
-        except Exception as exc:
-            self._reject("camera_info: check_error",
-                         f"camera_info rejected, checking it failed: {type(exc).__name__}: {exc}", "error")
-            return
-        if any(msg.d) and self._camera_info is None:
-            self.get_logger().info(
-                "camera_info has distortion coefficients: depth and cloud are in the input image's "
-                "pixels, which are distorted; feed a rectified image (image_rect) for exact geometry"
-            )
-        self._camera_info, self._camera_info_at = msg, time.monotonic()
-
-    def _reject(self, reason: str, text: str, level: str = "warn") -> None:
-        """Count a rejection under `reason` and log it, tagged with the reason as /diagnostics
-        counts it, once per THROTTLE_S for each reason."""
-        self._stats.reject(reason)
-        self._log_throttled(f"rejected:{reason}", level, f"{text} [{reason}]")
-
     # ---------------------------------------------------------------- worker
 
     def _work(self) -> None:
+        while not self._stop.is_set():
+            frames = self._slots.take_all(timeout=0.1)
+            if frames:
+                self._process(frames)
+
+    def _process(self, frames: dict[str, object]) -> None:
+        """Decode each camera's frame (a bad one costs only its camera), then run one batch per
+        network size."""
+        batches: dict[tuple[int, int], list] = {}
+        for name, msg in frames.items():
+            camera = self._cameras.get(name)
+            if camera is None:
+                continue
+            try:
+                rgb = camera.decode(msg)
+                size = self._estimator.network_input_size(*rgb.shape[:2])
+            except ImageDecodeError as exc:
+                camera.reject(exc.reason, f"image rejected: {exc}")
+                continue
+            except Exception as exc:  # one bad frame must not stop the node
+                camera.reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
+                continue
+            batches.setdefault(size, []).append((camera, msg, rgb))
+        for batch in batches.values():
+            self._infer(batch)
+
+    def _infer(self, batch: list) -> None:
+        """Run one batch of (camera, message, rgb) and publish each camera's outputs."""
         import torch  # loaded with the model by configure; not at import, so `--help` stays fast
 
         from zoedepth_ros.inference.engines import EngineError
 
-        while not self._stop.is_set():
-            msg = self._mailbox.take(timeout=0.1)
-            if msg is None:
-                continue
-            out_of_memory = False
-            try:
-                self._process(msg)
-            except ImageDecodeError as exc:
-                self._reject(exc.reason, f"image rejected: {exc}")
-            except torch.OutOfMemoryError as exc:
-                out_of_memory = True
-                self._reject("out_of_memory", f"frame dropped, out of memory on {self._loaded_device()}: {exc}; "
-                                              "freeing cached device memory (lower the input resolution or use "
-                                              "precision fp16/bf16 if it recurs)", "error")
-            except EngineError as exc:  # e.g. an ONNX file exported for another network size
-                self._reject("engine_mismatch", f"frame rejected: {exc}", "error")
-            except torch.AcceleratorError as exc:
-                self._reject("device_error", f"frame dropped, device error on {self._loaded_device()}: {exc}", "error")
-            except Exception as exc:  # one bad frame must not stop the node
-                self._reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
-            if out_of_memory:
-                # Only here: inside the except block the traceback still holds the frame's tensors.
-                torch.cuda.empty_cache()  # a no-op unless CUDA is in use
+        def reject_all(reason: str, text: str) -> None:
+            for camera, _, _ in batch:
+                camera.reject(reason, text, "error")
+
+        out_of_memory = False
+        wants_std = [camera.wants_std() for camera, _, _ in batch]
+        try:
+            started = time.perf_counter()
+            predictions = self._estimator.predict_batch([rgb for _, _, rgb in batch], with_std=any(wants_std))
+            inference_s = time.perf_counter() - started
+        except torch.OutOfMemoryError as exc:
+            out_of_memory = True
+            reject_all("out_of_memory", f"frame dropped, out of memory on {self._loaded_device()}: {exc}; freeing "
+                                        "cached device memory (lower the input resolution or use precision fp16/bf16 "
+                                        "if it recurs)")
+        except EngineError as exc:  # e.g. an ONNX file exported for another network size
+            reject_all("engine_mismatch", f"frame rejected: {exc}")
+        except torch.AcceleratorError as exc:
+            reject_all("device_error", f"frame dropped, device error on {self._loaded_device()}: {exc}")
+        except Exception as exc:  # one bad batch must not stop the node
+            reject_all("processing_error", f"frame failed: {type(exc).__name__}: {exc}")
+        else:
+            self._batches.batch(len(batch), inference_s, predictions[0].forward_s)
+            for (camera, msg, rgb), prediction, with_std in zip(batch, predictions, wants_std, strict=True):
+                try:
+                    camera.publish(msg, rgb, prediction, with_std, inference_s)
+                except Exception as exc:
+                    camera.reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
+        if out_of_memory:
+            # Only here: inside the except block the traceback still holds the batch's tensors.
+            torch.cuda.empty_cache()  # a no-op unless CUDA is in use
 
     def _loaded_device(self) -> str:
         loaded = self._loaded
         return loaded["device"] if loaded is not None else "?"
 
-    def _process(self, msg) -> None:
-        settings, outputs = self._settings, self._outputs
-        rgb = self._decode(msg)
-        header = msg.header
-        want_std = settings.publish_uncertainty and outputs.subscribed("depth/uncertainty")
-        started = time.perf_counter()
-        prediction = self._estimator.predict(rgb, with_std=want_std)
-        inference_s = time.perf_counter() - started
-        intrinsics, info_source = self._intrinsics(prediction.depth.shape[1], prediction.depth.shape[0])
-        outputs.publish(header, settings, rgb, prediction.depth, prediction.std if want_std else None,
-                        intrinsics, info_source)
-        stamp_ns = Time.from_msg(header.stamp).nanoseconds
-        end_to_end = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None
-        self._stats.output(inference_s, prediction.forward_s, end_to_end, prediction.domain)
-
-    def _intrinsics(self, width: int, height: int):
-        """(intrinsics of the depth image, camera_info they came from) or (None, None)."""
-        info = self._camera_info
-        if info is not None:
-            age_s = self._camera_info_age_s()
-            if age_s is not None:
-                self._log_throttled(
-                    "camera_info:stale", "warn",
-                    f"no valid camera_info on '{self.resolve_topic_name('camera_info')}' for {age_s:.1f} s "
-                    f"(camera_info_timeout_s {self._settings.camera_info_timeout_s}): still using the last one",
-                )
-            try:
-                return intrinsics_from_camera_info(info, width, height), info
-            except CameraInfoError as exc:
-                self._reject(
-                    f"camera_info: {exc.reason}",
-                    f"camera_info unusable, publishing depth without depth/camera_info and depth/points: {exc}",
-                    "error",
-                )
-                return None, None
-        hfov = self._settings.fallback_hfov_deg
-        if hfov > 0.0:
-            self._log_throttled(
-                "camera_info:guess", "warn",
-                f"no camera_info on '{self.resolve_topic_name('camera_info')}': using a guessed pinhole "
-                f"camera (fallback_hfov_deg {hfov}) for depth/camera_info and depth/points",
-            )
-            return pinhole_from_hfov(width, height, hfov), None
-        self._log_throttled(
-            "camera_info:missing", "warn",
-            f"no camera_info on '{self.resolve_topic_name('camera_info')}' yet: publishing depth only; "
-            "depth/points and depth/camera_info need the camera intrinsics (or set fallback_hfov_deg)",
-        )
-        return None, None
-
-    def _camera_info_age_s(self) -> float | None:
-        """Seconds since the last valid camera_info when that exceeds camera_info_timeout_s, else None."""
-        timeout = self._settings.camera_info_timeout_s
-        age_s = time.monotonic() - self._camera_info_at
-        return age_s if self._camera_info is not None and timeout > 0.0 and age_s > timeout else None
-
     # ---------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
         loaded = self._loaded  # read once: a transition may swap it meanwhile
-        image_input = self._image_input
-        values = {"state": self._state}
-        if image_input is not None:
-            values["input reliability"] = f"{image_input.reliability} ({image_input.why})"
-        if self._loss_problem is not None:
-            values["input loss"] = self._loss_problem
-        problems = None
-        if self._failure is None and self._state == "active":
-            snapshot, recent, missed = self._stats.snapshot()
-            values.update(snapshot)
-            problems = []
-            if self._camera_info is None and self._settings.fallback_hfov_deg == 0.0:
-                problems.append("no camera_info: publishing depth only")
-            age_s = self._camera_info_age_s()
-            if age_s is not None:
-                problems.append(f"no camera_info for {age_s:.0f} s: using the last one")
-            if missed and self._loss_problem is not None:
-                problems.append(f"{missed} frames lost since the last report: {self._loss_problem}")
-            if recent:
-                counts = ", ".join(f"{reason} {n}" for reason, n in recent.most_common(3))
-                problems.append(f"{sum(recent.values())} rejected since the last report ({counts})")
         if loaded is None:  # not loaded yet (or failed): report what is asked for
             loaded = {"model": self._settings.model, "device": self._settings.device,
                       "precision": self._settings.precision}
-        status = depth_status(f"{self.get_fully_qualified_name()}: depth estimation", values, loaded, self._failure,
-                              problems)
-        array = DiagnosticArray(status=[status])
+        active = self._failure is None and self._state == "active"
+        name = f"{self.get_fully_qualified_name()}: depth estimation"
+        cameras = list(self._cameras.values())
+        if cameras == [self._cameras.get("")]:  # one camera: one status, the node's
+            values, problems = cameras[0].report(active)
+            statuses = [depth_status(name, {"state": self._state, **values}, loaded, self._failure, problems)]
+        else:
+            statuses, troubled = [], []
+            for camera in cameras:
+                values, problems = camera.report(active)
+                statuses.append(depth_status(f"{self.get_fully_qualified_name()}: camera {camera.name}",
+                                             {"state": self._state, **values}, loaded, self._failure, problems))
+                if problems:
+                    troubled.append(f"{camera.name} ({problems[0]})")
+            values = {"state": self._state, "cameras": ", ".join(self._cameras)}
+            node_problems = None
+            if active:
+                values.update(self._batches.snapshot())
+                node_problems = [f"cameras with problems: {'; '.join(troubled)}"] if troubled else []
+            statuses.insert(0, depth_status(name, values, loaded, self._failure, node_problems))
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
 

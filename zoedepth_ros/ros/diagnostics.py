@@ -79,15 +79,60 @@ class Stats:
             }
             recent = self.rejected - rejected
             # inference = pre-processing + forward + post-processing; forward = the model alone.
-            for label, window in (("inference latency", self.inference_s), ("forward latency", self.forward_s),
-                                  ("end-to-end latency", self.end_to_end_s)):
-                samples = np.asarray(window) * 1000.0
-                values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
-                for q in (50, 95):
-                    values[f"{label} p{q} (ms)"] = f"{np.percentile(samples, q):.1f}" if samples.size else "n/a"
+            values.update(_latencies({"inference latency": self.inference_s, "forward latency": self.forward_s,
+                                      "end-to-end latency": self.end_to_end_s}))
             values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
             values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
         return values, recent, self.missed - missed
+
+
+class BatchStats:
+    """The shared model's side of a node serving several cameras: the batches it ran, their frames,
+    and the inference and forward time of each batch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.frames = 0
+        self.sizes: collections.deque[int] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.inference_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.forward_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._last = (time.monotonic(), 0)
+
+    def batch(self, frames: int, inference_s: float, forward_s: float) -> None:
+        with self._lock:
+            self.batches += 1
+            self.frames += frames
+            self.sizes.append(frames)
+            self.inference_s.append(inference_s)
+            self.forward_s.append(forward_s)
+
+    def snapshot(self) -> dict[str, str]:
+        """Diagnostic key/values; the rate since the previous snapshot."""
+        with self._lock:
+            now = time.monotonic()
+            then, frames = self._last
+            self._last = (now, self.frames)
+            values = {
+                "output rate (Hz)": f"{(self.frames - frames) / max(now - then, 1e-9):.2f}",
+                "batches": str(self.batches),
+                "frames out": str(self.frames),
+                "frames per batch mean": f"{np.mean(self.sizes):.2f}" if self.sizes else "n/a",
+                "largest batch": str(max(self.sizes, default=0)),
+            }
+            values.update(_latencies({"inference latency": self.inference_s, "forward latency": self.forward_s}))
+        return values
+
+
+def _latencies(windows: dict[str, collections.deque[float]]) -> dict[str, str]:
+    """Mean, p50 and p95 in milliseconds of each window of seconds, "n/a" for an empty one."""
+    values = {}
+    for label, window in windows.items():
+        samples = np.asarray(window) * 1000.0
+        values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
+        for q in (50, 95):
+            values[f"{label} p{q} (ms)"] = f"{np.percentile(samples, q):.1f}" if samples.size else "n/a"
+    return values
 
 
 def depth_status(name: str, values: dict[str, str], loaded: dict[str, str], failure: str | None,

@@ -1,6 +1,6 @@
 """The depth node's inputs: their QoS, the image subscription and its reliability, the publishers'
-sequence numbers, the stamp order of admitted frames, and the one-slot mailbox to the inference
-worker."""
+sequence numbers, the stamp order of admitted frames, and the frame slots (one per camera) the
+inference worker takes its batches from."""
 
 from __future__ import annotations
 
@@ -194,28 +194,31 @@ class StampOrder:
         return warning
 
 
-class Mailbox:
-    """One slot holding the newest unprocessed frame."""
+class FrameSlots:
+    """The newest unprocessed frame of each camera, one slot per camera, for the inference worker:
+    it takes every waiting frame at once, so under load each camera gets one frame per batch."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._item = None
+        self._frames: dict[str, object] = {}
 
-    def put(self, item) -> bool:
-        """Store `item`; True when it replaced a frame nobody processed."""
+    def put(self, camera: str, frame) -> bool:
+        """Store `frame` as `camera`'s newest; True when it replaced a frame nobody processed."""
         with self._cond:
-            replaced = self._item is not None
-            self._item = item
+            replaced = camera in self._frames
+            self._frames[camera] = frame
             self._cond.notify()
         return replaced
 
-    def take(self, timeout: float):
+    def take_all(self, timeout: float) -> dict[str, object]:
+        """camera -> frame for every camera with a waiting frame, emptying the slots; waits up to
+        `timeout` s for one when none is waiting ({} then)."""
         with self._cond:
-            if self._item is None:
+            if not self._frames:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-        return item
+            frames, self._frames = self._frames, {}
+        return frames
 
     def clear(self) -> None:
         with self._cond:
-            self._item = None
+            self._frames = {}

@@ -30,14 +30,15 @@ OUTPUT_TOPICS: dict[str, type] = {
 
 
 class DepthOutputs:
-    """The publishers of a configured node (created with it, destroyed by `destroy`). The optional
-    outputs are computed only while something subscribes to them."""
+    """The publishers of one camera of a configured node (created with it, destroyed by `destroy`),
+    on `prefix` + OUTPUT_TOPICS, keyed by OUTPUT_TOPICS. The optional outputs are computed only
+    while something subscribes to them."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, prefix: str = "") -> None:
         self._node = node
         self.publishers = {
             topic: node.create_lifecycle_publisher(
-                msg_type, topic, own_qos(OUTPUT_QOS),
+                msg_type, prefix + topic, own_qos(OUTPUT_QOS),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies(),
             )
             for topic, msg_type in OUTPUT_TOPICS.items()

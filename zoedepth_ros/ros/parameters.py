@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from zoedepth_ros.cameras import camera_names_problem
 from zoedepth_ros.inference.engine_names import ENGINES
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -71,6 +72,10 @@ PARAMETERS: dict[str, _Param] = {
     "input_transport": _Param("raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
                                      "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed'.",
                               choices=("raw", "compressed"), applies_on="activate"),
+    "cameras": _Param((), "Camera names, for one node serving several cameras with one model: camera C reads "
+                          "C/image (or C/image/compressed) and C/camera_info and publishes C/depth/..., its frames "
+                          "batched with the other cameras'. Not set: one camera on image and camera_info.",
+                      applies_on="configure"),
     "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
                                            "or the JPEG/PNG header) are rejected before anything is decoded "
                                            "or allocated.", range=(1, 1 << 30)),
@@ -114,6 +119,7 @@ class Settings:
     publish_depth_mm: bool
     input_reliability: str
     input_transport: str
+    cameras: tuple[str, ...]
     max_image_pixels: int
     new_sequence_after_s: float
     camera_info_timeout_s: float
@@ -151,6 +157,10 @@ def validate(changes: dict[str, object], current: dict[str, object]) -> str | No
             return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], not {value}"
     if "device" in changes and not DEVICE_PATTERN.match(str(changes["device"])):
         return f"device must be auto, cpu, cuda or cuda:N, not '{changes['device']}'"
+    if "cameras" in changes:
+        problem = camera_names_problem(list(changes["cameras"] or ()))
+        if problem is not None:
+            return problem
     if "model" in changes and not str(changes["model"]).strip():
         return "model must name a preset or a checkpoint path"
     merged = {**current, **changes}
