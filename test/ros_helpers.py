@@ -241,12 +241,12 @@ class Harness:
         self.nodes.append(node)
         return node
 
-    def depth_node(self, **params):
+    def depth_node(self, node_name: str = "zoedepth", **params):
         from zoedepth_ros.ros.depth_node import DepthNode
 
         params = {**self.node_params, **params}
         return self._add(DepthNode(
-            namespace=self.namespace, context=self.context,
+            node_name, namespace=self.namespace, context=self.context,
             parameter_overrides=[Parameter(name, value=value) for name, value in params.items()],
         ))
 
