@@ -134,6 +134,8 @@ def test_parameter_requests_of_the_wrong_type_range_or_name_are_refused(ros):
         Parameter("device", value="tpu"),
         Parameter("autostart", value=True),  # read-only
         Parameter("model", value=3),
+        Parameter("cameras", value=["front", "front"]),  # twice the same camera
+        Parameter("cameras", value=["front", "rear camera"]),  # not a ROS name
         Parameter(f"qos_overrides.{ros.namespace}/depth/image.publisher.depth", value=3),  # read-only
         Parameter("no_such_parameter", value=1),  # undeclared
     ]
