@@ -1,4 +1,4 @@
-"""Launch the ZoeDepth node on a camera, optionally with RViz.
+"""Launch the ZoeDepth node on a camera (or several, one model), optionally with RViz.
 
     ros2 launch zoedepth_ros zoedepth.launch.py camera:=/camera
     ros2 launch zoedepth_ros zoedepth.launch.py image:=/cam/image_rect camera_info:=/cam/camera_info \
@@ -9,6 +9,18 @@ reliable publisher, best effort for a sensor-data one); `input_reliability:=reli
 `best_effort` fixes it. Outputs appear under the node's namespace (`namespace:=`): depth/image, depth/camera_info,
 depth/points, depth/colormap. With input_transport "compressed" (params file), the node reads
 `<image>/compressed`, following the `image` remapping as image_transport would.
+
+Several cameras, one model (docs/node.md "Several cameras"):
+
+    ros2 launch zoedepth_ros zoedepth.launch.py cameras:="[front, left]" camera_image:=image_rect
+
+serves the drivers under /front and /left: camera C reads /C/<camera_image> (default image_raw;
+/C/<camera_image>/compressed with input_transport compressed) and /C/camera_info, and publishes
+C/depth/... under the node's namespace. `cameras:=` takes "[front, left]", "front,left" or
+"front left"; empty (the default) leaves the list to the params file (config/cameras.yaml is an
+example, and its cameras get the same remappings), and without one the node serves the single
+camera of camera:=, image:=, camera_info:= as before. Other driver layouts: remap in a launch file
+of your own with zoedepth_ros.cameras.camera_remappings, or `-r C/image:=...` (docs/node.md).
 
 The node's Fast DDS participant uses config/fastdds_large_images.xml (whole messages through
 shared memory on the host, UDP for other machines) unless FASTRTPS_DEFAULT_PROFILES_FILE is set
@@ -22,6 +34,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from zoedepth_ros.cameras import camera_remappings, params_file_cameras, parse_camera_list
+
 PACKAGE = "zoedepth_ros"
 
 
@@ -30,10 +44,25 @@ def _depth_node(context):
         return LaunchConfiguration(name).perform(context)
 
     camera = value("camera").rstrip("/")
+    namespace = value("namespace").strip("/")
+    try:
+        # Given here, the list overrides the params file's; else the params file's gets the remappings.
+        cameras = parse_camera_list(value("cameras"))
+        given = bool(cameras)
+        if not given:
+            cameras = params_file_cameras(value("params_file"), f"/{namespace}/zoedepth" if namespace else "/zoedepth")
+        remappings = camera_remappings(cameras, value("camera_image")) if cameras else [
+            ("image", value("image") or f"{camera}/image_raw"),
+            ("camera_info", value("camera_info") or f"{camera}/camera_info"),
+        ]
+    except ValueError as exc:
+        raise RuntimeError(f"zoedepth.launch.py: {exc}") from None
     # model/engine/device/precision override the params file only when given, so the file stays in charge.
     overrides = {name: value(name) for name in ("model", "engine", "device", "precision", "input_reliability")
                  if value(name)}
     overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
+    if given:
+        overrides["cameras"] = cameras
     profile = value("dds_profile")
     # Fast DDS reads this when the node creates its participant; other RMWs ignore it.
     env = {} if profile in ("", "none") else {"FASTRTPS_DEFAULT_PROFILES_FILE": profile}
@@ -45,10 +74,7 @@ def _depth_node(context):
             namespace=value("namespace"),
             output="screen",
             parameters=[value("params_file"), overrides],
-            remappings=[
-                ("image", value("image") or f"{camera}/image_raw"),
-                ("camera_info", value("camera_info") or f"{camera}/camera_info"),
-            ],
+            remappings=remappings,
             ros_arguments=["--log-level", value("log_level")],
             additional_env=env,
         )
@@ -66,6 +92,14 @@ def generate_launch_description() -> LaunchDescription:
                                           "empty: <camera>/image_raw"),
         DeclareLaunchArgument("camera_info", default_value="",
                               description="CameraInfo topic; empty: <camera>/camera_info"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="Several cameras, one model: camera names, e.g. \"[front, left]\" "
+                                          "(also front,left or \"front left\"); camera C reads "
+                                          "/C/<camera_image> and /C/camera_info and publishes C/depth/...; "
+                                          "empty: the params file's list, else the single camera above"),
+        DeclareLaunchArgument("camera_image", default_value="image_raw",
+                              description="With cameras: each camera's image topic under its driver's "
+                                          "namespace /C/ (image_raw, image_rect, color/image_raw...)"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its outputs"),
         DeclareLaunchArgument("model", default_value="",
                               description="Preset name, checkpoint path or exported .onnx; empty: the params file's"),

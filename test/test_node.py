@@ -412,8 +412,8 @@ def test_rviz_config_shows_image_colormap_and_points():
 def test_launch_file_builds_its_description():
     description = launch_description(REPO / "launch" / "zoedepth.launch.py")
     names = {action.name for action in description.entities if hasattr(action, "default_value")}
-    assert {"camera", "image", "camera_info", "model", "engine", "device", "input_reliability", "params_file",
-            "rviz"} <= names
+    assert {"camera", "image", "camera_info", "cameras", "camera_image", "model", "engine", "device",
+            "input_reliability", "params_file", "rviz"} <= names
 
 
 _FRESH_ALLOCATION = """
