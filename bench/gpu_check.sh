@@ -2,7 +2,8 @@
 # The prepared GPU check (docs/engines.md): on a machine with an NVIDIA GPU, in one call of a few
 # minutes, install what is missing, check correctness (CUDA vs CPU, bf16/fp16 vs fp32, ONNX Runtime
 # and TensorRT vs PyTorch, per-sample routing, no NaN) and time everything side by side; results in
-# $OUT (default ./gpu_check_out): gpu_check.json and gpu_check.md.
+# $OUT (default ./gpu_check_out): gpu_check.json and gpu_check.md. Also one node serving N cameras
+# (N = 1, 2, 4) against N single-camera nodes: per-camera FPS and latency, RSS and GPU memory.
 #   bench/gpu_check.sh             full run (needs CUDA; pip-installs the GPU engines if missing)
 #   bench/gpu_check.sh --dry-run   the CPU parts with a tiny model (what the test suite runs)
 # Extra arguments go to `python -m zoedepth_ros.bench.gpu_check` (--iters, --parts, --arch ...).

@@ -128,3 +128,38 @@ def test_rounds_alternate_the_order():
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=3, warmup=1)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert {name: len(samples) for name, samples in times.items()} == {"a": 3, "b": 3}  # warm-up untimed
+
+
+def test_multicam_part_one_node_against_several(tmp_path):
+    """The multi-camera part end to end in a fresh process (tiny model, N = 1, 2): a row per N and
+    setup, outputs on every camera, the processes' memory, and ratios against one single-camera node."""
+    import subprocess
+    import sys
+
+    from zoedepth_ros.bench.multicam import SETUP_MULTI, SETUP_NODES
+
+    out = tmp_path / "multicam.json"
+    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "multicam",
+                           "--cameras", "2", "--multicam-img-size", "96x128", "--multicam-seconds", "1.5",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    multicam = json.loads(out.read_text())["multicam"]
+    rows = {(r["n"], r["setup"]): r for r in multicam["rows"]}
+    assert list(rows) == [(1, SETUP_MULTI), (1, SETUP_NODES), (2, SETUP_MULTI), (2, SETUP_NODES)]  # 1: the reference
+    for (n, setup), r in rows.items():
+        assert sorted(r["cameras"]) == [f"cam{i}" for i in range(n)]
+        assert r["processes"] == (1 if setup == SETUP_MULTI else n) == len(r["memory"])
+        for camera in r["cameras"].values():
+            assert camera["received"] > 0 and camera["fps"] > 0 and 0 < camera["age_p50_ms"] <= camera["age_p99_ms"]
+        assert r["fps_min"] == min(c["fps"] for c in r["cameras"].values())
+        for key in ("peak_rss_mib", "rss_mib", "pss_mib"):
+            assert all(m[key] > 0 for m in r["memory"])
+            assert r[f"{key}_total"] == pytest.approx(sum(m[key] for m in r["memory"]))
+            assert r[f"{key}_ratio"] == pytest.approx(r[f"{key}_total"] / rows[1, SETUP_NODES][f"{key}_total"])
+        assert all(m["rss_mib"] <= m["peak_rss_mib"] for m in r["memory"])
+    # Two processes each hold a model and a Python with torch and rclpy; one process serving both
+    # cameras holds one.
+    assert rows[2, SETUP_NODES]["peak_rss_mib_total"] > 1.5 * rows[2, SETUP_MULTI]["peak_rss_mib_total"]
+    # The shared model's own /diagnostics status came along (batches of one or both cameras' frames).
+    assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["batches"]) > 0
+    assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["largest batch"]) in (1, 2)

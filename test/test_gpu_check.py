@@ -32,5 +32,10 @@ def test_the_dry_run_checks_times_and_reports(tmp_path):
     assert {s["name"] for s in results["skipped"]} == {"CUDA fp32 vs CPU fp32", "fp16 vs fp32", "tensorrt"}
     node = results["node"]
     assert node["depth+cloud"]["frames"] == 3 and node["open_loop"]["output_hz"] > 0
+    multicam = {(r["n"], r["setup"]): r for r in results["multicam"]["rows"]}
+    assert set(multicam) == {(n, s) for n in (1, 2) for s in ("1 node, N cameras", "N nodes")}
+    assert all(r["fps_min"] > 0 and r["peak_rss_mib_total"] > 0 for r in multicam.values())
+    assert "gpu_peak_mib_total" not in multicam[2, "N nodes"]  # CPU: no GPU memory to report
     report = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "| onnxruntime fp32 |" in report and "| depth + cloud |" in report
+    assert "| 2 | 1 node, N cameras |" in report

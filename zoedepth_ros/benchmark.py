@@ -10,6 +10,9 @@ Parts (interleaved iterations in alternating order, medians after warm-up, ratio
              DDS: closed-loop latency p50/p95/p99 of depth (+ camera_info, colormap) and of
              depth + organized cloud, open-loop throughput, and the node overhead (latency minus
              the forward time of the same model measured here);
+- multicam:  N cameras (--cameras, default 1,2,4) at --frame over DDS, open loop at --multicam-rate
+             per camera: one node serving all N (`cameras`) against N single-camera nodes, per-camera
+             FPS and age p50/p99, the node processes' peak RSS and PSS against one single-camera node's;
 - parity:    each --engines engine against our PyTorch model on both NK routes and a mixed batch
              (median relative difference, error against our float64 within our float32's).
 Random weights are fine for speed. The port's weights are drawn once and mapped into ours, so
@@ -28,10 +31,11 @@ from zoedepth_ros.bench.engines import bench_parity
 from zoedepth_ros.bench.estimator import bench_estimator
 from zoedepth_ros.bench.forward import bench_forward
 from zoedepth_ros.bench.models import build_models
+from zoedepth_ros.bench.multicam import bench_multicam, markdown_rows, print_multicam
 from zoedepth_ros.bench.node import bench_node
 from zoedepth_ros.bench.report import machine, print_node, print_table, write_json
 
-PARTS = ("forward", "estimator", "node", "parity")
+PARTS = ("forward", "estimator", "node", "multicam", "parity")
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -53,13 +57,21 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--node-frames", type=int, default=100, help="closed-loop frames per node configuration")
     p.add_argument("--node-rate", type=float, default=100.0, help="open-loop publish rate (Hz)")
+    p.add_argument("--cameras", default="1,2,4", help="multicam part: comma list of camera counts N (1 is "
+                   "always run: one single-camera node is the memory reference)")
+    p.add_argument("--multicam-arch", default="tiny-NK", help="model of the multicam part (ZoeD_M12_NK: full size)")
+    p.add_argument("--multicam-img-size", type=hw_size, default=(384, 512),
+                   help="img_size of the multicam part's model (multiples of 32; default 384x512)")
+    p.add_argument("--multicam-rate", type=float, default=10.0, help="multicam part: frames per second per camera")
+    p.add_argument("--multicam-seconds", type=float, default=10.0,
+                   help="multicam part: measured seconds per setup, after every camera's first output")
     p.add_argument("--engines", default="torch",
                    help="comma list of torch, onnxruntime, openvino: the engines the forward and parity parts run "
                         "(torch is always timed; tensorrt is timed by bench/gpu_check.sh on a GPU)")
     p.add_argument("--compile", action="store_true",
                    help="forward part: also time our model under torch.compile (inductor, frozen weights)")
     p.add_argument("--dds-profile", default="shipped", metavar="shipped|none|FILE",
-                   help="node part: Fast DDS profile of the node and this process: shipped "
+                   help="node and multicam parts: Fast DDS profile of the nodes and this process: shipped "
                         "(config/fastdds_large_images.xml, the default), none (Fast DDS defaults) or an XML file")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
@@ -79,7 +91,8 @@ def run(args) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip() and e.strip() != "torch"]
     if set(engines) - {"onnxruntime", "openvino"}:
         raise SystemExit(f"--engines {args.engines}: choose from torch, onnxruntime, openvino")
-    for flag, size in (("--size", args.size), ("--node-img-size", args.node_img_size)):
+    for flag, size in (("--size", args.size), ("--node-img-size", args.node_img_size),
+                       ("--multicam-img-size", args.multicam_img_size)):
         if any(v % 32 for v in size):
             raise SystemExit(f"{flag} {'x'.join(map(str, size))}: both sides must be multiples of 32")
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "command": " ".join(sys.argv),
@@ -108,13 +121,14 @@ def run(args) -> int:
             port = None  # not needed here: its memory goes to the float64 reference
             results["parity"] = bench_parity(ours, args.size, engines)
         del ours, port
-    if "node" in parts:
+    if {"node", "multicam"} & set(parts):
         from zoedepth_ros.ros.processes import shipped_dds_profile
 
         profile = None if args.dds_profile == "none" else str(shipped_dds_profile() if args.dds_profile == "shipped"
                                                                else args.dds_profile)
         if profile is not None and not Path(profile).is_file():
             raise SystemExit(f"--dds-profile {profile}: no such file (use shipped, none or an XML file)")
+    if "node" in parts:
         node = bench_node(args.node_arch, args.node_img_size, args.frame, args.node_frames, warmup=5,
                           rate_s=1.0 / args.node_rate, profile=profile)
         results["node"] = {**node, "dds_profile": profile or "Fast DDS defaults"}
@@ -122,6 +136,23 @@ def run(args) -> int:
                    f"{results['frame']} rgb8 over DDS "
                    f"(model forward here {node['forward']['median_ms']:.1f} ms; "
                    f"DDS profile: {results['node']['dds_profile']})", node)
+    if "multicam" in parts:
+        try:
+            counts = [int(c) for c in args.cameras.split(",") if c.strip()]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise SystemExit(f"--cameras {args.cameras}: a comma list of camera counts (1, 2, 4 ...)")
+        rows = bench_multicam(args.multicam_arch, args.multicam_img_size, args.frame, counts, args.multicam_rate,
+                              args.multicam_seconds, profile)
+        results["multicam"] = {"arch": args.multicam_arch, "img_size": "x".join(map(str, args.multicam_img_size)),
+                               "rate_hz": args.multicam_rate, "seconds": args.multicam_seconds, "rows": rows,
+                               "dds_profile": profile or "Fast DDS defaults"}
+        title = (f"\n(e) several cameras, {args.multicam_arch} at img_size "
+                 f"{results['multicam']['img_size']}, {results['frame']} rgb8 at {args.multicam_rate:g} Hz "
+                 f"per camera over DDS, {args.multicam_seconds:g} s per setup (age: the slowest camera's)")
+        print_multicam(title, rows)
+        print("\n".join(markdown_rows(rows)))
     if args.out:
         write_json(args.out, results)
     return 0

@@ -6,7 +6,9 @@ mixed indoor/outdoor batch in every engine; no NaN or inf on black, white and no
 Speed, interleaved rounds at the network size, batch 1: eager fp32, eager bf16, compiled bf16
 (CUDA graphs), ONNX Runtime (CUDA provider), TensorRT fp16, the transformers port eager fp32; the
 estimator on a 640x480 frame; the node end to end over DDS at 640x480 with depth + cloud (FPS,
-latency p50/p99, the node's peak GPU memory). Writes gpu_check.json and gpu_check.md to --out.
+latency p50/p99, the node's peak GPU memory); several cameras (N = 1, 2, 4) served by one node
+against N single-camera nodes (`zoedepth_ros.bench.multicam`: per-camera FPS and age, RSS and GPU
+memory against one single-camera node's). Writes gpu_check.json and gpu_check.md to --out.
 
 `--dry-run` runs every part that does not need a GPU on the CPU with a tiny model (the test suite
 does, so that the script cannot rot); the GPU-only rows are then reported as skipped.
@@ -232,6 +234,18 @@ class GpuCheck:
             result["node_peak_gpu_mib"] = peak.peak_mib
         self.results["node"] = result
 
+    def multicam(self) -> None:
+        from zoedepth_ros.bench.multicam import bench_multicam
+        from zoedepth_ros.ros.processes import shipped_dds_profile
+
+        params = {"precision": "bf16"} if self.device == "cuda" else {}
+        counts = [int(c) for c in self.args.multicam_cameras.split(",")]
+        rows = bench_multicam(self.args.arch, tuple(self.args.size), (480, 640), counts, rate_hz=30.0,
+                              duration_s=self.args.multicam_seconds, profile=str(shipped_dds_profile()),
+                              device=self.device, node_params=params)
+        self.results["multicam"] = {"node_params": params, "rate_hz": 30.0, "seconds": self.args.multicam_seconds,
+                                    "rows": rows}
+
     # -- report
 
     def write(self, out: Path) -> None:
@@ -253,6 +267,12 @@ class GpuCheck:
                       f"open loop: {loop['output_hz']:.1f} FPS out of {loop['sent_hz']:.0f} Hz sent"
                       + (f"; node peak GPU memory {node['node_peak_gpu_mib']} MiB" if "node_peak_gpu_mib" in node
                          else "")]
+        multicam = self.results.get("multicam")
+        if multicam:
+            from zoedepth_ros.bench.multicam import markdown_rows
+
+            lines += ["", f"several cameras, 640x480 at {multicam['rate_hz']:g} Hz each, "
+                      f"{multicam['seconds']:g} s per setup:", "", *markdown_rows(multicam["rows"])]
         if self.results["skipped"]:
             lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['why']})" for s in self.results["skipped"])]
         (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
@@ -302,10 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20, help="timed rounds (default 20)")
     p.add_argument("--node-frames", type=int, default=100, help="closed-loop frames of the node part")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled bf16 row")
-    p.add_argument("--parts", default="correctness,timing,estimator,node", help="comma list of the parts to run")
+    p.add_argument("--multicam-cameras", help="camera counts of the multicam part (default 1,2,4; 1,2 with --dry-run)")
+    p.add_argument("--multicam-seconds", type=float, help="measured seconds per multicam setup (default 5; 1.5 "
+                   "with --dry-run)")
+    p.add_argument("--parts", default="correctness,timing,estimator,node,multicam",
+                   help="comma list of the parts to run")
     args = p.parse_args(argv)
     args.arch = args.arch or ("tiny-NK" if args.dry_run else "ZoeD_M12_NK")
     args.size = args.size or ((192, 256) if args.dry_run else (384, 512))
+    args.multicam_cameras = args.multicam_cameras or ("1,2" if args.dry_run else "1,2,4")
+    args.multicam_seconds = args.multicam_seconds or (1.5 if args.dry_run else 5.0)
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
@@ -315,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     check.results["machine"] = machine() + (f", {torch.cuda.get_device_name()}" if not args.dry_run else "")
     print(f"gpu_check on {check.results['machine']}", flush=True)
     parts = {"correctness": check.correctness, "timing": check.timing, "estimator": check.estimator_timing,
-             "node": check.node}
+             "node": check.node, "multicam": check.multicam}
     try:
         for name in args.parts.split(","):
             parts[name.strip()]()
