@@ -34,6 +34,20 @@ def drive_node(namespace: str, node_proc, node_log, frame, frames: int, warmup: 
         rclpy.try_shutdown()
 
 
+def camera_messages(height: int, width: int) -> tuple[Image, CameraInfo]:
+    """The benchmark camera's rgb8 frame and its camera_info (a pinhole, f = 0.8 width)."""
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    f = 0.8 * width
+    info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+    info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.data = camera_frame(height, width).tobytes()
+    msg.header.frame_id = "camera_optical_frame"
+    return msg, info
+
+
 def _cdr_stamp_ns(serialized: bytes) -> int:
     """header.stamp of a serialized message that starts with a std_msgs/Header (Image, CameraInfo,
     PointCloud2): after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec."""
@@ -51,15 +65,7 @@ class _NodeDriver:
         self.qos = QoSProfile(depth=5)
         self.image_pub = client.create_publisher(Image, "image", self.qos)
         self.info_pub = client.create_publisher(CameraInfo, "camera_info", self.qos)
-        self.info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-        f = 0.8 * width
-        self.info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
-        self.info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
-        self.info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        self.info.d = [0.0] * 5
-        self.msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-        self.msg.data = camera_frame(height, width).tobytes()
-        self.msg.header.frame_id = "camera_optical_frame"
+        self.msg, self.info = camera_messages(height, width)
         self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)

@@ -16,8 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
-from zoedepth_ros.bench.timing import camera_frame
-from zoedepth_ros.ros.bench_client import _cdr_stamp_ns, _tail
+from zoedepth_ros.ros.bench_client import _cdr_stamp_ns, _tail, camera_messages
 
 
 def drive_cameras(cameras: dict[str, str], nodes: list, frame, rate_hz: float, duration_s: float,
@@ -51,15 +50,7 @@ class _CameraDriver:
         qos = QoSProfile(depth=5)
         self.image_pubs = {c: client.create_publisher(Image, f"{p}/image", qos) for c, p in cameras.items()}
         self.info_pubs = {c: client.create_publisher(CameraInfo, f"{p}/camera_info", qos) for c, p in cameras.items()}
-        self.info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-        f = 0.8 * width
-        self.info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
-        self.info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
-        self.info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        self.info.d = [0.0] * 5
-        self.msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-        self.msg.data = camera_frame(height, width).tobytes()
-        self.msg.header.frame_id = "camera_optical_frame"
+        self.msg, self.info = camera_messages(height, width)
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.arrivals: dict[str, dict[int, float]] = {c: {} for c in cameras}
