@@ -141,9 +141,10 @@ def test_multicam_part_one_node_against_several(tmp_path):
     out = tmp_path / "multicam.json"
     proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "multicam",
                            "--cameras", "2", "--multicam-img-size", "96x128", "--multicam-seconds", "1.5",
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           "--multicam-max-batch", "2", "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     multicam = json.loads(out.read_text())["multicam"]
+    assert multicam["max_batch"] == 2 and "max_batch 2" in proc.stdout
     rows = {(r["n"], r["setup"]): r for r in multicam["rows"]}
     assert list(rows) == [(1, SETUP_MULTI), (1, SETUP_NODES), (2, SETUP_MULTI), (2, SETUP_NODES)]  # 1: the reference
     for (n, setup), r in rows.items():

@@ -12,7 +12,8 @@ Parts (interleaved iterations in alternating order, medians after warm-up, ratio
              the forward time of the same model measured here);
 - multicam:  N cameras (--cameras, default 1,2,4) at --frame over DDS, open loop at --multicam-rate
              per camera: one node serving all N (`cameras`) against N single-camera nodes, per-camera
-             FPS and age p50/p99, the node processes' peak RSS and PSS against one single-camera node's;
+             FPS and age p50/p99, the node processes' peak RSS and PSS against one single-camera node's
+             (the node's max_batch: --multicam-max-batch, default its auto);
 - parity:    each --engines engine against our PyTorch model on both NK routes and a mixed batch
              (median relative difference, error against our float64 within our float32's).
 Random weights are fine for speed. The port's weights are drawn once and mapped into ours, so
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from zoedepth_ros.argtypes import hw_size
+from zoedepth_ros.argtypes import at_least, hw_size
 from zoedepth_ros.bench.engines import bench_parity
 from zoedepth_ros.bench.estimator import bench_estimator
 from zoedepth_ros.bench.forward import bench_forward
@@ -63,6 +64,8 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--multicam-img-size", type=hw_size, default=(384, 512),
                    help="img_size of the multicam part's model (multiples of 32; default 384x512)")
     p.add_argument("--multicam-rate", type=float, default=10.0, help="multicam part: frames per second per camera")
+    p.add_argument("--multicam-max-batch", type=at_least(0), default=0,
+                   help="multicam part: the node's max_batch (0, the default: its auto, one frame per forward on CPU)")
     p.add_argument("--multicam-seconds", type=float, default=10.0,
                    help="multicam part: measured seconds per setup, after every camera's first output")
     p.add_argument("--engines", default="torch",
@@ -144,13 +147,14 @@ def run(args) -> int:
         if not counts or min(counts) < 1:
             raise SystemExit(f"--cameras {args.cameras}: a comma list of camera counts (1, 2, 4 ...)")
         rows = bench_multicam(args.multicam_arch, args.multicam_img_size, args.frame, counts, args.multicam_rate,
-                              args.multicam_seconds, profile)
+                              args.multicam_seconds, profile, node_params={"max_batch": args.multicam_max_batch})
         results["multicam"] = {"arch": args.multicam_arch, "img_size": "x".join(map(str, args.multicam_img_size)),
                                "rate_hz": args.multicam_rate, "seconds": args.multicam_seconds, "rows": rows,
-                               "dds_profile": profile or "Fast DDS defaults"}
+                               "max_batch": args.multicam_max_batch, "dds_profile": profile or "Fast DDS defaults"}
         title = (f"\n(e) several cameras, {args.multicam_arch} at img_size "
                  f"{results['multicam']['img_size']}, {results['frame']} rgb8 at {args.multicam_rate:g} Hz "
-                 f"per camera over DDS, {args.multicam_seconds:g} s per setup (age: the slowest camera's)")
+                 f"per camera over DDS, max_batch {args.multicam_max_batch or 'auto'}, "
+                 f"{args.multicam_seconds:g} s per setup (age: the slowest camera's)")
         print_multicam(title, rows)
         print("\n".join(markdown_rows(rows)))
     if args.out:

@@ -9,10 +9,11 @@ Threading: subscription callbacks check each message without decoding it (encodi
 `max_image_pixels`, step, data length, JPEG/PNG structure, header frame id and stamp order; a
 camera_info's calibration), reject and count a bad one, and park a good frame in its camera's slot
 (an older, unprocessed frame is dropped and counted as stale); one worker thread takes the newest
-frame of every camera that has one, decodes them, runs them as one batch per network size and
-publishes. So every bad message is counted even when frames are dropped, parameter, lifecycle and
-camera_info callbacks stay responsive while frames are processed, every camera gets one output per
-batch under load, and the input age behind each output stays under two batch times. A failure
+frames of up to `max_batch` cameras (those served least recently first), decodes them, runs them
+as one batch per network size and publishes. So every bad message is counted even when frames are
+dropped, parameter, lifecycle and camera_info callbacks stay responsive while frames are
+processed, every camera gets the same output rate under load, and the input age behind each output
+stays under two batch times. A failure
 while processing (corrupt pixel data, CUDA out of memory, a device error) is logged, counted and
 costs only the frames concerned: a frame that fails to decode costs only its own camera.
 
@@ -238,9 +239,17 @@ class DepthNode(LifecycleNode):
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            frames = self._slots.take_all(timeout=0.1)
+            frames = self._slots.take(self._batch_limit(), timeout=0.1)
             if frames:
                 self._process(frames)
+
+    def _batch_limit(self) -> int:
+        """Frames per forward: max_batch, or auto (0): one on CPU, where a batch is no faster and
+        holds every frame's activations at once; every camera's on an accelerator."""
+        if self._settings.max_batch:
+            return self._settings.max_batch
+        estimator = self._estimator
+        return 1 if estimator is None or estimator.device.type == "cpu" else len(self._cameras)
 
     def _process(self, frames: dict[str, object]) -> None:
         """Decode each camera's frame (a bad one costs only its camera), then run one batch per

@@ -195,12 +195,15 @@ class StampOrder:
 
 
 class FrameSlots:
-    """The newest unprocessed frame of each camera, one slot per camera, for the inference worker:
-    it takes every waiting frame at once, so under load each camera gets one frame per batch."""
+    """The newest unprocessed frame of each camera, one slot per camera, for the inference worker.
+    It takes up to `limit` waiting frames at once, the cameras served least recently first: under
+    load every camera gets one frame per round, and a frame left waiting is replaced by a newer one."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frames: dict[str, object] = {}
+        self._served: dict[str, int] = {}  # camera -> turn it was last taken in
+        self._turn = 0
 
     def put(self, camera: str, frame) -> bool:
         """Store `frame` as `camera`'s newest; True when it replaced a frame nobody processed."""
@@ -210,15 +213,22 @@ class FrameSlots:
             self._cond.notify()
         return replaced
 
-    def take_all(self, timeout: float) -> dict[str, object]:
-        """camera -> frame for every camera with a waiting frame, emptying the slots; waits up to
-        `timeout` s for one when none is waiting ({} then)."""
+    def take(self, limit: int, timeout: float) -> dict[str, object]:
+        """camera -> frame for up to `limit` cameras with a waiting frame (those served least
+        recently), emptying their slots; waits up to `timeout` s for one when none is waiting ({}
+        then)."""
         with self._cond:
             if not self._frames:
                 self._cond.wait(timeout)
-            frames, self._frames = self._frames, {}
-        return frames
+            chosen = sorted(self._frames, key=lambda camera: self._served.get(camera, -1))[:limit]
+            taken = {}
+            for camera in chosen:  # each gets its own turn number: no ties, a strict rotation
+                taken[camera] = self._frames.pop(camera)
+                self._turn += 1
+                self._served[camera] = self._turn
+        return taken
 
     def clear(self) -> None:
         with self._cond:
             self._frames = {}
+            self._served = {}

@@ -76,6 +76,11 @@ PARAMETERS: dict[str, _Param] = {
                           "C/image (or C/image/compressed) and C/camera_info and publishes C/depth/..., its frames "
                           "batched with the other cameras'. Not set: one camera on image and camera_info.",
                       applies_on="configure"),
+    "max_batch": _Param(0, "With several cameras, the most frames one forward pass runs (flip_tta doubles it); the "
+                           "cameras left out are served first in the next one, so every camera keeps the same rate. "
+                           "0 = auto: 1 on CPU (a batch is no faster there, and holds every frame's activations at "
+                           "once), every camera with a new frame on a GPU. Lower it when GPU memory is short.",
+                        range=(0, 64)),
     "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
                                            "or the JPEG/PNG header) are rejected before anything is decoded "
                                            "or allocated.", range=(1, 1 << 30)),
@@ -120,6 +125,7 @@ class Settings:
     input_reliability: str
     input_transport: str
     cameras: tuple[str, ...]
+    max_batch: int
     max_image_pixels: int
     new_sequence_after_s: float
     camera_info_timeout_s: float
