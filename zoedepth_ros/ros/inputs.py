@@ -15,16 +15,13 @@ from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolic
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from zoedepth_ros.image_codec import ImageDecodeError
+from zoedepth_ros.sequences import STAMP_RESTART_S
 
 # Newest frame only: a backlog of camera frames is latency, never throughput.
 INPUT_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos_profile_sensor_data.reliability,
     durability=qos_profile_sensor_data.durability,
 )
-# A stamp this far behind the previous frame's is a restarted camera, a clock reset or a looping
-# bag, not a reordered frame: accepted (with a warning) as the start of a new sequence, so one
-# bogus far-future stamp cannot lock the node out either.
-STAMP_RESTART_S = 1.0
 
 
 def own_qos(profile: QoSProfile) -> QoSProfile:

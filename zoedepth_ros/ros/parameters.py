@@ -11,6 +11,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from zoedepth_ros.cameras import camera_names_problem
 from zoedepth_ros.inference.engine_names import ENGINES
+from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -84,9 +85,10 @@ PARAMETERS: dict[str, _Param] = {
     "max_image_pixels": _Param(16_777_216, "Images with more pixels (width x height, read from the message "
                                            "or the JPEG/PNG header) are rejected before anything is decoded "
                                            "or allocated.", range=(1, 1 << 30)),
-    "new_sequence_after_s": _Param(1.0, "After this many seconds without an admitted image, the next one starts "
-                                        "a new sequence: its stamp is not compared with the previous one's (a "
-                                        "replayed or looping bag, a restarted driver). A new publisher does too.",
+    "new_sequence_after_s": _Param(NEW_SEQUENCE_AFTER_S,
+                                   "After this many seconds without an admitted image, the next one starts "
+                                   "a new sequence: its stamp is not compared with the previous one's (a "
+                                   "replayed or looping bag, a restarted driver). A new publisher does too.",
                                    range=(0.0, 3600.0)),
     "camera_info_timeout_s": _Param(5.0, "Warn (log and /diagnostics) when images arrive but no valid "
                                          "camera_info came for this long; the last one stays in use. "
