@@ -17,9 +17,11 @@ from zoedepth_ros.data.bag_layout import (
     BagError,
     BagFrame,
     BagTopics,
+    decode_pose,
     decode_rgb,
     make_camera_info_msg,
     make_image_msg,
+    make_pose_msg,
     typestore,
 )
 from zoedepth_ros.depth_codec import decode_depth
@@ -282,3 +284,121 @@ def test_16uc1_beyond_range_becomes_invalid(tmp_path):
     with pytest.warns(UserWarning, match="65.535"):
         path = write_bag(tmp_path / "bag", [frame], gt_encoding="16UC1")
     assert np.isnan(next(iter(read_frames(path))).depth[0, 0])
+
+
+def rotation(axis, angle):
+    """Rodrigues' rotation about `axis` by `angle` radians."""
+    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def make_poses(count):
+    """Camera-to-world poses covering every branch of the quaternion conversion: the identity, half
+    turns about each axis (w = 0) and general rotations, with translations."""
+    rotations = [np.eye(3), rotation([1, 0, 0], np.pi), rotation([0, 1, 0], np.pi), rotation([0, 0, 1], np.pi),
+                 rotation([1, 2, 3], 2.5), rotation([-1, 0.5, 0.2], 0.3)]
+    poses = []
+    for i in range(count):
+        pose = np.eye(4)
+        pose[:3, :3] = rotations[i % len(rotations)]
+        pose[:3, 3] = [1.5 * i, -0.25 * i, 100.0 + i]
+        poses.append(pose)
+    return poses
+
+
+def frames_with_poses(count):
+    frames = make_frames(count)
+    for frame, pose in zip(frames, make_poses(count), strict=True):
+        frame.pose = pose
+    return frames
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_poses_round_trip(tmp_path, storage):
+    frames = frames_with_poses(6)
+    path = write_bag(tmp_path / "bag", frames, storage=storage)
+    reader = read_frames(path)
+    got = list(reader)
+    assert reader.frames == 6 and not reader.unpaired
+    index = FrameIndex(path)
+    for position, (sent, back) in enumerate(zip(frames, got, strict=True)):
+        assert back.pose.dtype == np.float64 and back.pose.shape == (4, 4)
+        np.testing.assert_allclose(back.pose, sent.pose, atol=1e-12, rtol=0)
+        np.testing.assert_array_equal(index.read(position).pose, back.pose)
+    assert message_count(path, "/ground_truth/pose") == 6
+    poses = [(t, msg) for topic, t, msg in raw_messages(path) if topic == "/ground_truth/pose"]
+    images = [msg.header for topic, _, msg in raw_messages(path) if topic == "/camera/image"]
+    for (log_time, msg), image_header, frame in zip(poses, images, frames, strict=True):
+        assert msg.__msgtype__ == "geometry_msgs/msg/PoseStamped" and msg.header.frame_id == "world"
+        assert msg.header.stamp == image_header.stamp and log_time == frame.stamp_ns
+    q = poses[0][1].pose.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    assert list(read_frames(path, topics=BagTopics(pose=None)))[0].pose is None
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_without_poses_reads_as_before(tmp_path, storage):
+    path = write_bag(tmp_path / "bag", make_frames(2), storage=storage)
+    assert "/ground_truth/pose" not in {topic for topic, _, _ in raw_messages(path)}
+    frames = list(read_frames(path))
+    assert len(frames) == 2 and all(frame.pose is None for frame in frames)
+    assert FrameIndex(path).read(1).pose is None
+
+
+def test_writer_holds_every_frame_to_the_first_frames_poses(tmp_path):
+    with_pose, without = frames_with_poses(2)[0], make_frames(2)[1]
+    with pytest.raises(ValueError, match="lacks a pose"):
+        write_bag(tmp_path / "a", [with_pose, without])
+    with pytest.raises(ValueError, match="has a pose"):
+        write_bag(tmp_path / "b", [make_frames(1)[0], frames_with_poses(2)[1]])
+    with pytest.raises(ValueError, match="topics.pose is None"):
+        write_bag(tmp_path / "c", [with_pose], topics=BagTopics(pose=None))
+    sheared = frames_with_poses(1)[0]
+    sheared.pose[0, 1] = 0.5
+    with pytest.raises(ValueError, match="rigid transform"):
+        write_bag(tmp_path / "d", [sheared])
+    assert os.listdir(tmp_path) == []
+
+
+def test_frame_missing_its_pose_is_unpaired(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    ts = typestore()
+    path = tmp_path / "bag"
+    frame = make_frames(1)[0]
+    with Writer(path, version=9) as writer:
+        conns = {
+            "image": writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=ts),
+            "info": writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts),
+            "depth": writer.add_connection("/ground_truth/depth", "sensor_msgs/msg/Image", typestore=ts),
+            "pose": writer.add_connection("/ground_truth/pose", "geometry_msgs/msg/PoseStamped", typestore=ts),
+        }
+        for stamp in (1, 2, 3):
+            msgs = {
+                "image": make_image_msg(frame.rgb, stamp, "cam"),
+                "info": make_camera_info_msg(K, W, H, stamp, "cam"),
+                "depth": make_image_msg(frame.depth, stamp, "cam"),
+                "pose": make_pose_msg(np.eye(4), stamp),
+            }
+            if stamp == 2:
+                del msgs["pose"]
+            for role, msg in msgs.items():
+                writer.write(conns[role], stamp, ts.serialize_cdr(msg, msg.__msgtype__))
+    reader = read_frames(path)
+    assert [f.stamp_ns for f in reader] == [1, 3]
+    assert reader.unpaired == {"/camera/image": 1, "/camera/camera_info": 1, "/ground_truth/depth": 1}
+    with pytest.raises(BagError, match="message counts differ"):
+        FrameIndex(path)
+
+
+def test_decode_pose_rejects_bad_fields():
+    msg = make_pose_msg(make_poses(5)[4], 7)
+    np.testing.assert_allclose(decode_pose(msg), make_poses(5)[4], atol=1e-12)
+    msg.pose.orientation.w *= 2
+    with pytest.raises(BagError, match="unit quaternion"):
+        decode_pose(msg)
+    msg = make_pose_msg(np.eye(4), 7)
+    msg.pose.position.y = float("nan")
+    with pytest.raises(BagError, match="non-finite"):
+        decode_pose(msg)

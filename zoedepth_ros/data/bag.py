@@ -7,7 +7,9 @@ Layout (docs/bag-layout.md has the full description):
 - `/camera/camera_info` sensor_msgs/CameraInfo (K and P filled, D zero, plumb_bob);
 - `/ground_truth/depth` sensor_msgs/Image, 32FC1 metres with NaN = invalid, or 16UC1
   millimetres with 0 = invalid (REP 118);
-- `/tf_static` tf2_msgs/TFMessage with one transform base_link -> camera optical frame.
+- `/tf_static` tf2_msgs/TFMessage with one transform base_link -> camera optical frame;
+- `/ground_truth/pose` geometry_msgs/PoseStamped, in bags that record motion: the camera
+  optical frame's pose in the fixed `world` frame.
 
 Messages of one frame carry identical headers, and each is logged at its header stamp.
 Bags are rosbag2 metadata version 9 (Jazzy), sqlite3 or mcap storage, written with rosbags.
@@ -37,6 +39,7 @@ from zoedepth_ros.data.bag_layout import (
     DEFAULT_TOPICS,
     IMAGE,
     LAYOUT,
+    POSE_STAMPED,
     TF_MESSAGE,
     BagError,
     BagFrame,
@@ -45,6 +48,7 @@ from zoedepth_ros.data.bag_layout import (
     assemble_frame,
     make_camera_info_msg,
     make_image_msg,
+    make_pose_msg,
     make_tf_static_msg,
     stamp_to_ns,
     typestore,
@@ -64,6 +68,9 @@ class BagWriter:
     `path` is either a complete bag or untouched. An existing `path` is an error unless
     `overwrite=True` (then it is replaced at the rename). `metadata` goes to the bag's
     custom_data with the writer's own keys (layout, image_format, gt_encoding), which win.
+    Frames with a `pose` get a PoseStamped on `topics.pose`; the first frame decides whether the
+    bag records poses, and then every frame must have one (or none): a bag with poses on some
+    frames only would read with the others unpaired.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class BagWriter:
         self._writer: Any = None
         self._connections: dict[str, Any] = {}
         self._frame_id: str | None = None
+        self._with_poses: bool | None = None
         self._last_stamp = -1
 
     def _check_target(self) -> None:
@@ -157,6 +165,7 @@ class BagWriter:
                              f"{frame.stamp_ns} after {self._last_stamp}")
         if frame.depth.shape != frame.rgb.shape[:2]:
             raise ValueError(f"depth {frame.depth.shape} and rgb {frame.rgb.shape[:2]} sizes differ")
+        self._check_pose_presence(frame)
         if self._frame_id is None:
             self._frame_id = frame.frame_id
             tf = make_tf_static_msg(self.base_frame, frame.frame_id, frame.stamp_ns, self.camera_translation)
@@ -170,8 +179,25 @@ class BagWriter:
         self._write("camera_info", info, stamp)
         gt = encode_depth(frame.depth, self.gt_encoding)
         self._write("depth", make_image_msg(gt, stamp, frame.frame_id), stamp)
+        if frame.pose is not None:
+            self._write("pose", make_pose_msg(frame.pose, stamp), stamp)
         self._last_stamp = stamp
         self.frames_written += 1
+
+    def _check_pose_presence(self, frame: BagFrame) -> None:
+        """On the first frame, add the pose topic if it has a pose; later, hold every frame to it."""
+        has_pose = frame.pose is not None
+        if self._with_poses is None:
+            if has_pose:
+                if self.topics.pose is None:
+                    raise ValueError("frame has a pose but topics.pose is None")
+                self._connections["pose"] = self._writer.add_connection(
+                    self.topics.pose, POSE_STAMPED, typestore=typestore()
+                )
+            self._with_poses = has_pose
+        elif has_pose != self._with_poses:
+            raise ValueError(f"frame {frame.stamp_ns} {'has' if has_pose else 'lacks'} a pose, the first frame "
+                             f"{'did not' if has_pose else 'did'}: a bag records poses on every frame or none")
 
     def _write(self, role: str, msg: Any, stamp_ns: int) -> None:
         data = typestore().serialize_cdr(msg, msg.__msgtype__)
@@ -280,7 +306,8 @@ class FrameReader:
     Creating it checks that the bag is readable and has the layout's topics (BagError naming what
     is missing). After a full iteration, `frames` is the number of frames yielded and
     `unpaired` counts, per topic, the messages that found no partner with the same stamp
-    (a frame lacking its GT, info or image); they are reported, never silently dropped.
+    (a frame lacking its GT, info, image or, in a bag with poses, its pose); they are reported,
+    never silently dropped.
     """
 
     def __init__(self, path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> None:
@@ -297,6 +324,8 @@ class FrameReader:
         wanted = {"image": image, "camera_info": self.topics.camera_info}
         if self.topics.depth is not None:
             wanted["depth"] = self.topics.depth
+        if self.topics.pose is not None and self.topics.pose in available:
+            wanted["pose"] = self.topics.pose
         missing = [topic for topic in wanted.values() if topic not in available]
         if missing:
             if image in missing:
@@ -306,6 +335,7 @@ class FrameReader:
             "image": (IMAGE, COMPRESSED_IMAGE),
             "camera_info": (CAMERA_INFO,),
             "depth": (IMAGE,),
+            "pose": (POSE_STAMPED,),
         }
         for role, topic in wanted.items():
             if available[topic] not in expected[role]:
@@ -344,10 +374,10 @@ class FrameIndex:
     bag larger than memory can be shuffled (training).
 
     Creating it checks the topics as `FrameReader` does and that the bag holds complete frames
-    (as many image, camera info and GT messages; BagError otherwise). Frame i is the one of the
-    i-th camera info message, read at its log time (the layout logs every message of a frame at
-    its header stamp). The reader opens lazily in each process (data loader workers fork), so the
-    object pickles without its open database.
+    (as many image, camera info, GT and, where the bag has them, pose messages; BagError
+    otherwise). Frame i is the one of the i-th camera info message, read at its log time (the
+    layout logs every message of a frame at its header stamp). The reader opens lazily in each
+    process (data loader workers fork), so the object pickles without its open database.
     """
 
     def __init__(self, path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS) -> None:
@@ -357,7 +387,7 @@ class FrameIndex:
             counts = {role: reader.topics[topic].msgcount for role, topic in self.roles.items()}
             if len(set(counts.values())) != 1:
                 raise BagError(
-                    f"bag {self.path}: image, camera info and GT message counts differ ({counts}); "
+                    f"bag {self.path}: per-frame message counts differ ({counts}); "
                     f"reading frames by position needs complete frames (re-convert the bag)")
             info = [c for c in reader.connections if c.topic == self.roles["camera_info"]]
             self.stamps: list[int] = [t for _, t, _ in reader.messages(connections=info)]

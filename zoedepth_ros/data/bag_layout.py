@@ -1,8 +1,8 @@
 """The evaluation bag layout, without opening a bag: topic names and message types, the frame
 record (`BagFrame`), and the rosbags typestore messages of a frame, built (`make_image_msg`,
-`make_camera_info_msg`, `make_tf_static_msg`) and decoded (`decode_rgb`, through
+`make_camera_info_msg`, `make_tf_static_msg`, `make_pose_msg`) and decoded (`decode_rgb`, through
 `zoedepth_ros.image_codec` as the depth node decodes; depth images through
-`zoedepth_ros.depth_codec`). `zoedepth_ros.data.bag` writes and reads the bags themselves;
+`zoedepth_ros.depth_codec`; `decode_pose`). `zoedepth_ros.data.bag` writes and reads the bags themselves;
 docs/bag-layout.md describes the layout in full.
 """
 
@@ -25,6 +25,9 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+# The fixed frame of /ground_truth/pose (REP 103: x forward, y left, z up at the first pose).
+WORLD_FRAME = "world"
 # base_link (x forward, y left, z up) -> optical frame (x right, y down, z forward), REP 103.
 OPTICAL_ROTATION_XYZW = (-0.5, 0.5, -0.5, 0.5)
 
@@ -38,13 +41,15 @@ class BagError(ZoeDepthError):
 @dataclass(frozen=True)
 class BagTopics:
     """Topic names of the layout. The reader takes RGB from `image` when the bag has it,
-    otherwise from `compressed_image`; `depth=None` reads bags without ground truth."""
+    otherwise from `compressed_image`; `depth=None` reads bags without ground truth. `pose` is
+    read where the bag has that topic (frames get `pose=None` otherwise); `pose=None` ignores it."""
 
     image: str = "/camera/image"
     compressed_image: str = "/camera/image/compressed"
     camera_info: str = "/camera/camera_info"
     depth: str | None = "/ground_truth/depth"
     tf_static: str = "/tf_static"
+    pose: str | None = "/ground_truth/pose"
 
 
 DEFAULT_TOPICS = BagTopics()
@@ -52,7 +57,9 @@ DEFAULT_TOPICS = BagTopics()
 
 @dataclass
 class BagFrame:
-    """One RGB frame with its calibration and metric ground truth (NaN = no GT)."""
+    """One RGB frame with its calibration and metric ground truth (NaN = no GT), and where the
+    bag records motion, the camera's pose: the 4x4 float64 transform taking points of the optical
+    frame (`frame_id`) to the fixed `world` frame (camera-to-world)."""
 
     stamp_ns: int
     frame_id: str
@@ -62,6 +69,7 @@ class BagFrame:
     P: np.ndarray | None = None  # 3x4; None when writing means [K | 0]
     width: int = 0  # 0: the image width
     height: int = 0  # 0: the image height
+    pose: np.ndarray | None = None  # 4x4 float64 camera-to-world, None: not recorded
 
     def __post_init__(self) -> None:
         height, width = self.rgb.shape[:2]
@@ -170,6 +178,74 @@ def make_tf_static_msg(
     return ts.types[TF_MESSAGE](transforms=[stamped])
 
 
+def _rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation matrix, w >= 0 (Shepperd's method: the largest of the four
+    squares is computed first, so no branch divides by a small number)."""
+    trace = R[0, 0] + R[1, 1] + R[2, 2]
+    squares = [1 + 2 * R[0, 0] - trace, 1 + 2 * R[1, 1] - trace, 1 + 2 * R[2, 2] - trace, 1 + trace]
+    i = int(np.argmax(squares))
+    big = np.sqrt(squares[i]) / 2  # the largest of |x|, |y|, |z|, |w|
+    if i == 3:
+        q = [(R[2, 1] - R[1, 2]) / 4, (R[0, 2] - R[2, 0]) / 4, (R[1, 0] - R[0, 1]) / 4, big**2]
+    elif i == 0:
+        q = [big**2, (R[0, 1] + R[1, 0]) / 4, (R[0, 2] + R[2, 0]) / 4, (R[2, 1] - R[1, 2]) / 4]
+    elif i == 1:
+        q = [(R[0, 1] + R[1, 0]) / 4, big**2, (R[1, 2] + R[2, 1]) / 4, (R[0, 2] - R[2, 0]) / 4]
+    else:
+        q = [(R[0, 2] + R[2, 0]) / 4, (R[1, 2] + R[2, 1]) / 4, big**2, (R[1, 0] - R[0, 1]) / 4]
+    x, y, z, w = (value / big for value in q)
+    return (-x, -y, -z, -w) if w < 0 else (x, y, z, w)
+
+
+def _quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+
+
+def check_pose(pose: np.ndarray) -> np.ndarray:
+    """`pose` as a 4x4 float64 rigid transform; ValueError unless it is one (finite, last row
+    0 0 0 1, rotation orthonormal with determinant +1 to 1e-6)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise ValueError(f"a pose is a finite 4x4 transform, got shape {pose.shape}")
+    R = pose[:3, :3]
+    if not np.array_equal(pose[3], [0, 0, 0, 1]) or np.abs(R.T @ R - np.eye(3)).max() > 1e-6 or np.linalg.det(R) < 0:
+        raise ValueError("a pose is a rigid transform: rotation orthonormal with determinant +1, last row 0 0 0 1")
+    return pose
+
+
+def make_pose_msg(pose: np.ndarray, stamp_ns: int, frame_id: str = WORLD_FRAME) -> Any:
+    """geometry_msgs/PoseStamped of a 4x4 camera-to-world transform: the camera's position and
+    orientation expressed in `frame_id` (the fixed world frame). ValueError for a non-rigid pose."""
+    pose = check_pose(pose)
+    ts = typestore()
+    position = ts.types["geometry_msgs/msg/Point"](*map(float, pose[:3, 3]))
+    orientation = ts.types["geometry_msgs/msg/Quaternion"](*map(float, _rotation_to_quaternion(pose[:3, :3])))
+    return ts.types[POSE_STAMPED](
+        header=make_header(stamp_ns, frame_id),
+        pose=ts.types["geometry_msgs/msg/Pose"](position=position, orientation=orientation),
+    )
+
+
+def decode_pose(msg: Any) -> np.ndarray:
+    """The 4x4 float64 transform of a PoseStamped (`make_pose_msg`'s inverse). A non-finite field
+    or an orientation that is not a unit quaternion (to 1e-3) is a BagError."""
+    p, q = msg.pose.position, msg.pose.orientation
+    values = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise BagError(f"pose at stamp {stamp_to_ns(msg.header)} has a non-finite field")
+    norm = float(np.linalg.norm(values[3:]))
+    if abs(norm - 1) > 1e-3:
+        raise BagError(f"pose at stamp {stamp_to_ns(msg.header)}: orientation is not a unit quaternion (norm {norm})")
+    pose = np.eye(4)
+    pose[:3, :3] = _quaternion_to_rotation(*(values[3:] / norm))
+    pose[:3, 3] = values[:3]
+    return pose
+
+
 def decode_rgb(msg: Any) -> np.ndarray:
     """HxWx3 uint8 RGB of a camera Image or CompressedImage, decoded by `zoedepth_ros.image_codec`
     (every encoding the node takes; `step` padding and `is_bigendian` honoured). The array is the
@@ -184,9 +260,11 @@ def decode_rgb(msg: Any) -> np.ndarray:
 
 
 def assemble_frame(stamp: int, parts: dict[str, Any]) -> BagFrame:
-    """The BagFrame of one frame's messages (role -> message: image, camera_info, maybe depth)."""
+    """The BagFrame of one frame's messages (role -> message: image, camera_info, maybe depth and
+    pose)."""
     info = parts["camera_info"]
     rgb = decode_rgb(parts["image"])
+    pose = decode_pose(parts["pose"]) if "pose" in parts else None
     try:
         depth = decode_depth(parts["depth"]) if "depth" in parts else None
     except DepthDecodeError as exc:
@@ -202,4 +280,5 @@ def assemble_frame(stamp: int, parts: dict[str, Any]) -> BagFrame:
         P=np.asarray(info.p, dtype=np.float64).reshape(3, 4),
         width=int(info.width),
         height=int(info.height),
+        pose=pose,
     )
