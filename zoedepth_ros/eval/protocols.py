@@ -117,13 +117,16 @@ def get_protocol(name: str) -> Protocol:
         raise KeyError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
 
 
-def kb_crop(array: np.ndarray) -> np.ndarray:
-    """KITTI benchmark crop of an HxW or HxWxC array to 352x1216: bottom rows, centred columns."""
-    height, width = array.shape[:2]
+def kb_crop_origin(height: int, width: int) -> tuple[int, int]:
+    """(top, left) of the KB crop of a `height` x `width` image: bottom rows, centred columns."""
     if height < KB_CROP_HEIGHT or width < KB_CROP_WIDTH:
         raise ValueError(f"KB crop needs at least {KB_CROP_HEIGHT}x{KB_CROP_WIDTH}, got {height}x{width}")
-    top = height - KB_CROP_HEIGHT
-    left = (width - KB_CROP_WIDTH) // 2
+    return height - KB_CROP_HEIGHT, (width - KB_CROP_WIDTH) // 2
+
+
+def kb_crop(array: np.ndarray) -> np.ndarray:
+    """KITTI benchmark crop of an HxW or HxWxC array to 352x1216: bottom rows, centred columns."""
+    top, left = kb_crop_origin(*array.shape[:2])
     return array[top : top + KB_CROP_HEIGHT, left : left + KB_CROP_WIDTH]
 
 

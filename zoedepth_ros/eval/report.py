@@ -16,6 +16,7 @@ import numpy as np
 
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.scoring import HISTOGRAM_EDGES
+from zoedepth_ros.eval.temporal import MIN_STATIC_FRAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 HISTOGRAM_PNG = "error_histogram.png"
 PER_FRAME_PNG = "per_frame_abs_rel.png"
 WORST_PNG = "worst_frames.png"
+TEMPORAL_PNG = "temporal_pairs.png"
 # Relative errors beyond 50 % all look alike; a fixed scale makes rows comparable.
 ERROR_MAP_MAX = 0.5
 
@@ -92,6 +94,30 @@ def per_frame_png(evaluations: Sequence[BagEvaluation], mean_abs_rel: float | No
     return _png(fig)
 
 
+def temporal_pairs_png(evaluations: Sequence[BagEvaluation]) -> bytes:
+    """Per-pair temporal error over time: 100 x the mean of a pair's two directions (what the
+    TAE averages), against the later frame's time in its bag, one colour per bag."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.add_subplot()
+    labelled = len(evaluations) <= 12
+    for evaluation in evaluations:
+        pairs = evaluation.temporal.pairs
+        if not pairs:
+            continue
+        start = pairs[0].stamp_from
+        x = [(p.stamp_to - start) / 1e9 for p in pairs]
+        y = [100.0 * float(np.mean([e for e in (p.forward, p.backward) if e is not None])) for p in pairs]
+        ax.plot(x, y, marker=".", linestyle="-", linewidth=0.6, label=evaluation.name if labelled else None)
+    ax.set_xlabel("time of the pair's later frame since the bag's first pair [s]")
+    ax.set_ylabel("pair error x 100 (mean of both directions)")
+    ax.set_ylim(bottom=0)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize="small")
+    return _png(fig)
+
+
 def worst_frames_png(worst: Sequence[WorstFrame]) -> bytes:
     """One row per frame: image, prediction, ground truth (same depth colours), relative error."""
     import matplotlib
@@ -145,6 +171,27 @@ def _metrics_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _temporal_lines(summary: dict[str, Any]) -> list[str]:
+    """The temporal section: TAE, pairs, flicker and static frames per bag (and overall)."""
+    header = ["", "TAE", "pairs", "flicker", "static frames"]
+    lines = ["## Temporal consistency", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    entries = [(f"`{bag['name']}`", bag["temporal"]) for bag in summary["bags"]]
+    if len(entries) != 1:
+        entries.append(("**all bags**", summary["temporal"]))
+    for label, temporal in entries:
+        if temporal is None:
+            lines.append(f"| {label} | no poses | - | - | - |")
+            continue
+        cells = [label, _fmt(temporal["tae"]), str(temporal["pairs"]), _fmt(temporal["flicker"]),
+                 str(temporal["static_frames"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "",
+            "TAE: 100 x the mean AbsRel of each frame's depth warped by the ground-truth poses onto the next frame's "
+            "and back, over consecutive pairs within a sequence (lower is better). Flicker: median over pixels of "
+            f"the temporal standard deviation of log depth where the camera holds still for {MIN_STATIC_FRAMES} "
+            "frames or more. Every pair: `temporal_pairs.csv`.", "", f"![per-pair temporal error]({TEMPORAL_PNG})", ""]
+
+
 def _unpaired_text(unpaired: dict[str, Any]) -> str:
     parts = [f"{unpaired['frames_without_prediction']} GT frames without prediction",
              f"{unpaired['predictions_without_frame']} predictions without GT frame"]
@@ -189,6 +236,7 @@ def report_markdown(summary: dict[str, Any], worst: Sequence[WorstFrame]) -> str
         "",
         f"![abs_rel per frame]({PER_FRAME_PNG})",
         "",
+        *(_temporal_lines(summary) if summary["temporal"] is not None else []),
         "## Worst frames",
         "",
     ]
@@ -209,6 +257,10 @@ def write_report(out: Path, summary: dict[str, Any], evaluations: Sequence[BagEv
     out = Path(out)
     atomic_write(out / HISTOGRAM_PNG, error_histogram_png(evaluations))
     atomic_write(out / PER_FRAME_PNG, per_frame_png(evaluations, summary["abs_rel"]))
+    if summary["temporal"] is not None:
+        atomic_write(out / TEMPORAL_PNG, temporal_pairs_png(evaluations))
+    else:
+        (out / TEMPORAL_PNG).unlink(missing_ok=True)
     if worst:
         atomic_write(out / WORST_PNG, worst_frames_png(worst))
     else:

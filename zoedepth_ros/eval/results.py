@@ -1,8 +1,11 @@
-"""The outputs of an evaluation: summary.json, per_frame.csv and the report (`report.py`), as
-`zoedepth-ros evaluate` and the replay node write them.
+"""The outputs of an evaluation: summary.json, per_frame.csv, temporal_pairs.csv (bags with
+ground-truth poses) and the report (`report.py`), as `zoedepth-ros evaluate` and the replay node
+write them.
 
 Several bags aggregate as the official evaluation averages: the mean over all images (their
-accumulators merged), with a per-bag breakdown beside it.
+accumulators merged), with a per-bag breakdown beside it. The temporal metrics aggregate the same
+way: TAE the mean over every pair of every bag, flicker the median over every pixel of every
+static stretch (`zoedepth_ros.eval.temporal.temporal_summary`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from zoedepth_ros.eval.metrics import METRIC_NAMES, MetricsAccumulator
 from zoedepth_ros.eval.protocols import Protocol
 from zoedepth_ros.eval.report import atomic_write, write_report
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation
+from zoedepth_ros.eval.temporal import temporal_summary
+
+TEMPORAL_PAIRS_CSV = "temporal_pairs.csv"
 
 
 def _protocol_summary(protocol: Protocol) -> dict[str, Any]:
@@ -59,6 +65,7 @@ def summarize(evaluations: list[BagEvaluation], source: Mapping[str, Any], compl
             "protocol": evaluation.protocol.name,
             "metadata": evaluation.metadata,
             **_counts(evaluation.accumulator, own),
+            "temporal": temporal_summary([evaluation.temporal]),
         })
     protocols = {e.protocol for e in evaluations}
     return {
@@ -68,6 +75,7 @@ def summarize(evaluations: list[BagEvaluation], source: Mapping[str, Any], compl
         "model": source.get("model"),
         "pred_topic": source.get("pred_topic"),
         "inference": {k: v for k, v in source.items() if k not in ("model", "pred_topic")} or None,
+        "temporal": temporal_summary([e.temporal for e in evaluations]),
         "bags": bags,
     }
 
@@ -99,10 +107,24 @@ def per_frame_csv(evaluations: list[BagEvaluation]) -> str:
     return buffer.getvalue()
 
 
+def temporal_pairs_csv(evaluations: list[BagEvaluation]) -> str:
+    """Every counted pair of frames: AbsRel of the earlier frame's depth warped onto the later
+    (forward) and back (backward); empty where no pixel qualified."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["bag", "stamp_from", "stamp_to", "abs_rel_forward", "abs_rel_backward"])
+    for evaluation in evaluations:
+        for pair in evaluation.temporal.pairs:
+            writer.writerow([evaluation.name, pair.stamp_from, pair.stamp_to,
+                             *("" if e is None else repr(e) for e in (pair.forward, pair.backward))])
+    return buffer.getvalue()
+
+
 def write_results(out: Path, evaluations: list[BagEvaluation], source: Mapping[str, Any], complete: bool = True,
                   worst: int = DEFAULT_WORST) -> dict[str, Any]:
-    """Write plots, report.md, per_frame.csv and, last, summary.json into `out`, each file
-    atomically; returns the summary."""
+    """Write plots, report.md, per_frame.csv, temporal_pairs.csv (where a bag has poses; a stale
+    one is removed otherwise) and, last, summary.json into `out`, each file atomically; returns
+    the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(evaluations, source, complete)
@@ -110,5 +132,9 @@ def write_results(out: Path, evaluations: list[BagEvaluation], source: Mapping[s
                           key=lambda w: -w.abs_rel)[:worst]
     write_report(out, summary, evaluations, worst_frames)
     atomic_write(out / "per_frame.csv", per_frame_csv(evaluations))
+    if summary["temporal"] is not None:
+        atomic_write(out / TEMPORAL_PAIRS_CSV, temporal_pairs_csv(evaluations))
+    else:
+        (out / TEMPORAL_PAIRS_CSV).unlink(missing_ok=True)
     atomic_write(out / "summary.json", json.dumps(_finite_or_none(summary), indent=2, allow_nan=False) + "\n")
     return summary

@@ -8,7 +8,8 @@ the seam that `zoedepth-ros evaluate` and the replay node share.
 
 then `zoedepth_ros.eval.results.write_results` writes the outputs. Predictions and GT frames are
 paired by header stamp. Frames without a prediction, predictions without a frame, and bag messages
-without partners are counted and reported, never dropped.
+without partners are counted and reported, never dropped. Frames with a ground-truth pose also feed
+the temporal metrics (`zoedepth_ros.eval.temporal`: TAE over consecutive pairs, static flicker).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.errors import ZoeDepthError
 from zoedepth_ros.eval.metrics import MetricsAccumulator, align_prediction, score_frame
-from zoedepth_ros.eval.protocols import Protocol, eval_mask, kb_crop
+from zoedepth_ros.eval.protocols import Protocol, eval_mask, kb_crop, kb_crop_origin
+from zoedepth_ros.eval.temporal import TemporalAccumulator
 
 # Signed relative error (pred - gt) / gt of every valid pixel; above +100 % lands in the last bin.
 HISTOGRAM_EDGES = np.linspace(-1.0, 1.0, 101)
@@ -66,7 +68,7 @@ class WorstFrame:
 
 class BagEvaluation:
     """Running result of one bag: per-image metrics, per-frame rows, pixel error histogram, the
-    worst frames and the unpaired counts."""
+    worst frames, the unpaired counts and the temporal metrics (`temporal`)."""
 
     def __init__(self, name: str, protocol: Protocol, *, worst: int = DEFAULT_WORST,
                  path: Path | None = None, metadata: Mapping[str, str] | None = None) -> None:
@@ -83,6 +85,7 @@ class BagEvaluation:
         self._worst_count = worst
         self._worst: list[tuple[float, int, WorstFrame]] = []  # min-heap: the mildest kept frame on top
         self._frames_seen = 0
+        self.temporal = TemporalAccumulator(protocol.min_depth, protocol.max_depth)
 
     def _next_index(self, index: int | None) -> int:
         index = self._frames_seen if index is None else index
@@ -100,6 +103,7 @@ class BagEvaluation:
         except ValueError as exc:
             raise EvaluationError(f"{self.name} frame {index}: {exc}") from None
         mask = eval_mask(aligned_gt, self.protocol)
+        self._add_temporal(frame, index, aligned_pred, mask)
         status = "no_valid_gt" if metrics is None else "scored"
         row = FrameResult(self.name, index, frame.stamp_ns, status, int(mask.sum()), metrics)
         self.rows.append(row)
@@ -109,6 +113,21 @@ class BagEvaluation:
             self.histogram += np.histogram(relative, bins=HISTOGRAM_EDGES)[0]
             self._keep_if_worst(frame, index, metrics["abs_rel"], aligned_pred, aligned_gt, mask)
         return row
+
+    def _add_temporal(self, frame: BagFrame, index: int, aligned_pred: np.ndarray, mask: np.ndarray) -> None:
+        """The prediction as scored (at GT size, clipped, KB-cropped where the protocol crops) on
+        the pixels the GT scores, with the K of that image: the crop moves the principal point."""
+        if frame.pose is None:
+            self.temporal.skip(index)
+            return
+        K = np.asarray(frame.K, dtype=np.float64)
+        if self.protocol.kb_crop:
+            top, left = kb_crop_origin(*frame.depth.shape)
+            K = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top], [0.0, 0.0, 1.0]]) @ K
+        try:
+            self.temporal.add(index, frame.stamp_ns, aligned_pred, K, frame.pose, valid=mask)
+        except ValueError as exc:
+            raise EvaluationError(f"{self.name} frame {index}: {exc}") from None
 
     def _keep_if_worst(self, frame: BagFrame, index: int, abs_rel: float, pred: np.ndarray, gt: np.ndarray,
                        mask: np.ndarray) -> None:
@@ -129,6 +148,7 @@ class BagEvaluation:
         """A GT frame that got no prediction."""
         row = FrameResult(self.name, self._next_index(index), frame.stamp_ns, "no_prediction")
         self.rows.append(row)
+        self.temporal.skip(row.index)
         return row
 
     def add_orphan(self, stamp_ns: int) -> FrameResult:

@@ -168,7 +168,7 @@ class _Stretch:
 
 class TemporalAccumulator:
     """TAE pairs and static stretches of one bag, fed frame by frame in frame order (`add`, and
-    `skip` for a frame without depth or pose); a frame out of order breaks the chain."""
+    `skip` for a frame without depth or pose); frames out of order break the chain."""
 
     def __init__(self, min_depth: float, max_depth: float) -> None:
         self.min_depth = min_depth
@@ -213,8 +213,12 @@ class TemporalAccumulator:
             self._close_stretch()
         return pair
 
-    def skip(self) -> None:
-        """The next frame has no depth or no pose: the chain (and a static stretch) ends here."""
+    def skip(self, index: int) -> None:
+        """Frame `index` has no depth or no pose: the chain (and a static stretch) ends before it.
+        A frame reported after a later one was added (a frame given up late) changes nothing: the
+        gap in the indices broke the chain already."""
+        if self._previous is not None and index <= self._previous.index:
+            return
         self._previous = None
         self._close_stretch()
 
