@@ -117,8 +117,7 @@ class BagEvaluation:
     def _add_temporal(self, frame: BagFrame, index: int, aligned_pred: np.ndarray, mask: np.ndarray) -> None:
         """The prediction as scored (at GT size, clipped, KB-cropped where the protocol crops) on
         the pixels the GT scores, with the K of that image: the crop moves the principal point."""
-        if frame.pose is None:
-            self.temporal.skip(index)
+        if frame.pose is None:  # the gap in the indices breaks the chain
             return
         K = np.asarray(frame.K, dtype=np.float64)
         if self.protocol.kb_crop:
@@ -148,7 +147,6 @@ class BagEvaluation:
         """A GT frame that got no prediction."""
         row = FrameResult(self.name, self._next_index(index), frame.stamp_ns, "no_prediction")
         self.rows.append(row)
-        self.temporal.skip(row.index)
         return row
 
     def add_orphan(self, stamp_ns: int) -> FrameResult:

@@ -100,7 +100,8 @@ def warp_abs_rel(depth_from: np.ndarray, depth_to: np.ndarray, K: np.ndarray, po
     pose_from = np.asarray(pose_from, dtype=np.float64)
     pose_to = np.asarray(pose_to, dtype=np.float64)
     _check_inputs(depth_to, np.asarray(K, dtype=np.float64), pose_from, pose_to)
-    relative = np.linalg.inv(pose_to) @ pose_from
+    # One pose twice is no motion at all; inv(T) @ T would be the identity only to rounding.
+    relative = np.eye(4) if np.array_equal(pose_from, pose_to) else np.linalg.inv(pose_to) @ pose_from
     warped = warp_depth(depth_from, K, relative, min_depth, max_depth, valid_from, depth_to.shape)
     target = valid_depth(depth_to, min_depth, max_depth) & np.isfinite(warped)
     if valid_to is not None:
@@ -167,8 +168,9 @@ class _Stretch:
 
 
 class TemporalAccumulator:
-    """TAE pairs and static stretches of one bag, fed frame by frame in frame order (`add`, and
-    `skip` for a frame without depth or pose); frames out of order break the chain."""
+    """TAE pairs and static stretches of one bag, fed frame by frame in frame order with each
+    frame's index in the bag: a frame never added (no prediction, no pose) leaves a gap in the
+    indices, which breaks the chain, as do frames out of order."""
 
     def __init__(self, min_depth: float, max_depth: float) -> None:
         self.min_depth = min_depth
@@ -212,15 +214,6 @@ class TemporalAccumulator:
         else:
             self._close_stretch()
         return pair
-
-    def skip(self, index: int) -> None:
-        """Frame `index` has no depth or no pose: the chain (and a static stretch) ends before it.
-        A frame reported after a later one was added (a frame given up late) changes nothing: the
-        gap in the indices broke the chain already."""
-        if self._previous is not None and index <= self._previous.index:
-            return
-        self._previous = None
-        self._close_stretch()
 
     @staticmethod
     def _follows(previous: _Frame | None, frame: _Frame) -> bool:
