@@ -6,7 +6,8 @@ Layout (docs/bag-layout.md has the full description):
   sensor_msgs/CompressedImage (jpeg/png, image_transport naming);
 - `/camera/camera_info` sensor_msgs/CameraInfo (K and P filled, D zero, plumb_bob);
 - `/ground_truth/depth` sensor_msgs/Image, 32FC1 metres with NaN = invalid, or 16UC1
-  millimetres with 0 = invalid (REP 118);
+  millimetres with 0 = invalid (REP 118), or `/ground_truth/depth/compressedDepth`
+  sensor_msgs/CompressedImage in image_transport's compressedDepth format;
 - `/tf_static` tf2_msgs/TFMessage with one transform base_link -> camera optical frame;
 - `/ground_truth/pose` geometry_msgs/PoseStamped, in bags that record motion: the camera
   optical frame's pose in the fixed `world` frame.
@@ -27,16 +28,19 @@ import contextlib
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from zoedepth_ros.compressed_depth import DEFAULT_QUANTIZATION
 from zoedepth_ros.data.bag_layout import (
     CAMERA_INFO,
+    COMPRESSED_DEPTH_SUFFIX,
     COMPRESSED_IMAGE,
     DEFAULT_TOPICS,
+    GT_ENCODINGS,
     IMAGE,
     LAYOUT,
     POSE_STAMPED,
@@ -44,16 +48,19 @@ from zoedepth_ros.data.bag_layout import (
     BagError,
     BagFrame,
     BagTopics,
+    GtEncoding,
     ImageFormat,
     assemble_frame,
+    decode_depth_msg,
     make_camera_info_msg,
+    make_compressed_depth_msg,
     make_image_msg,
     make_pose_msg,
     make_tf_static_msg,
     stamp_to_ns,
     typestore,
 )
-from zoedepth_ros.depth_codec import DepthDecodeError, DepthEncoding, decode_prediction, encode_depth
+from zoedepth_ros.depth_codec import DepthDecodeError, encode_depth
 
 BAG_VERSION = 9
 
@@ -70,7 +77,10 @@ class BagWriter:
     custom_data with the writer's own keys (layout, image_format, gt_encoding), which win.
     Frames with a `pose` get a PoseStamped on `topics.pose`; the first frame decides whether the
     bag records poses, and then every frame must have one (or none): a bag with poses on some
-    frames only would read with the others unpaired.
+    frames only would read with the others unpaired. `gt_encoding="compressedDepth"` writes GT on
+    `topics.depth + "/compressedDepth"` as image_transport's compressedDepth PNG, quantized with
+    `compressed_depth_quantization` up to `compressed_depth_max` metres (default: the metadata's
+    max_depth, the protocol's range: GT at or beyond it is never scored).
     """
 
     def __init__(
@@ -79,27 +89,40 @@ class BagWriter:
         *,
         storage: Storage = "sqlite3",
         image_format: ImageFormat = "raw",
-        gt_encoding: DepthEncoding = "32FC1",
+        gt_encoding: GtEncoding = "32FC1",
         topics: BagTopics = DEFAULT_TOPICS,
         metadata: Mapping[str, str] | None = None,
         base_frame: str = "base_link",
         camera_translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
         overwrite: bool = False,
+        compressed_depth_max: float | None = None,
+        compressed_depth_quantization: float = DEFAULT_QUANTIZATION,
     ) -> None:
         if storage not in ("sqlite3", "mcap"):
             raise ValueError(f"storage must be 'sqlite3' or 'mcap', not {storage!r}")
         if image_format not in ("raw", "jpeg", "png"):
             raise ValueError(f"image_format must be 'raw', 'jpeg' or 'png', not {image_format!r}")
-        if gt_encoding not in ("32FC1", "16UC1"):
-            raise ValueError(f"gt_encoding must be '32FC1' or '16UC1', not {gt_encoding!r}")
+        if gt_encoding not in GT_ENCODINGS:
+            raise ValueError(f"gt_encoding must be one of {', '.join(GT_ENCODINGS)}, not {gt_encoding!r}")
         if topics.depth is None:
             raise ValueError("an evaluation bag needs a ground-truth topic (topics.depth)")
+        self.compressed_depth: tuple[float, float] | None = None
+        if gt_encoding == "compressedDepth":
+            depth_max = compressed_depth_max
+            if depth_max is None and metadata is not None and "max_depth" in metadata:
+                depth_max = float(metadata["max_depth"])
+            if depth_max is None or not depth_max > 0:
+                raise ValueError("compressedDepth ground truth needs compressed_depth_max (or a max_depth in metadata)")
+            self.compressed_depth = (float(depth_max), float(compressed_depth_quantization))
         self.path = Path(path)
         self.storage = storage
         self.image_format = image_format
         self.gt_encoding = gt_encoding
         self.topics = topics
         self.metadata = {**(metadata or {}), "layout": LAYOUT, "image_format": image_format, "gt_encoding": gt_encoding}
+        if self.compressed_depth is not None:
+            self.metadata.update(compressed_depth_max=repr(self.compressed_depth[0]),
+                                 compressed_depth_quantization=repr(self.compressed_depth[1]))
         self.base_frame = base_frame
         self.camera_translation = camera_translation
         self.overwrite = overwrite
@@ -144,7 +167,7 @@ class BagWriter:
                 ("tf_static", self.topics.tf_static, TF_MESSAGE, (latched,)),
                 ("image", image_topic, image_type, ()),
                 ("camera_info", self.topics.camera_info, CAMERA_INFO, ()),
-                ("depth", self.topics.depth, IMAGE, ()),
+                ("depth", *self._depth_topic(), ()),
             ):
                 self._connections[role] = self._writer.add_connection(
                     topic, msgtype, typestore=ts, offered_qos_profiles=qos
@@ -153,6 +176,11 @@ class BagWriter:
             self._discard()
             raise
         return self
+
+    def _depth_topic(self) -> tuple[str, str]:
+        if self.compressed_depth is not None:
+            return f"{self.topics.depth}{COMPRESSED_DEPTH_SUFFIX}", COMPRESSED_IMAGE
+        return str(self.topics.depth), IMAGE
 
     def write(self, frame: BagFrame) -> None:
         """Append one frame: image, camera info and GT with one header, logged at its stamp."""
@@ -177,8 +205,11 @@ class BagWriter:
         self._write("image", make_image_msg(frame.rgb, stamp, frame.frame_id, self.image_format), stamp)
         info = make_camera_info_msg(frame.K, frame.width, frame.height, stamp, frame.frame_id, frame.P)
         self._write("camera_info", info, stamp)
-        gt = encode_depth(frame.depth, self.gt_encoding)
-        self._write("depth", make_image_msg(gt, stamp, frame.frame_id), stamp)
+        if self.compressed_depth is not None:
+            gt_msg = make_compressed_depth_msg(frame.depth, stamp, frame.frame_id, *self.compressed_depth)
+        else:
+            gt_msg = make_image_msg(encode_depth(frame.depth, self.gt_encoding), stamp, frame.frame_id)
+        self._write("depth", gt_msg, stamp)
         if frame.pose is not None:
             self._write("pose", make_pose_msg(frame.pose, stamp), stamp)
         self._last_stamp = stamp
@@ -323,7 +354,9 @@ class FrameReader:
         image = self.topics.image if self.topics.image in available else self.topics.compressed_image
         wanted = {"image": image, "camera_info": self.topics.camera_info}
         if self.topics.depth is not None:
-            wanted["depth"] = self.topics.depth
+            compressed_depth = f"{self.topics.depth}{COMPRESSED_DEPTH_SUFFIX}"
+            use_compressed = self.topics.depth not in available and compressed_depth in available
+            wanted["depth"] = compressed_depth if use_compressed else self.topics.depth
         if self.topics.pose is not None and self.topics.pose in available:
             wanted["pose"] = self.topics.pose
         missing = [topic for topic in wanted.values() if topic not in available]
@@ -334,7 +367,7 @@ class FrameReader:
         expected = {
             "image": (IMAGE, COMPRESSED_IMAGE),
             "camera_info": (CAMERA_INFO,),
-            "depth": (IMAGE,),
+            "depth": (IMAGE, COMPRESSED_IMAGE),
             "pose": (POSE_STAMPED,),
         }
         for role, topic in wanted.items():
@@ -433,15 +466,19 @@ def read_frames(path: str | os.PathLike[str], topics: BagTopics = DEFAULT_TOPICS
     return FrameReader(path, topics)
 
 
-def read_depth_topic(path: str | os.PathLike[str], topic: str) -> Iterator[tuple[int, np.ndarray]]:
-    """(header stamp, `decode_prediction` of the image) of each 32FC1 / 16UC1 image on `topic`.
-    The topic is checked when this is called, the messages are read lazily."""
+def read_depth_topic(path: str | os.PathLike[str], topic: str,
+                     rejected: MutableMapping[str, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(header stamp, metres) of each depth image on `topic`: a 32FC1 / 16UC1 Image
+    (`decode_prediction`) or a compressedDepth CompressedImage. The topic is checked when this is
+    called, the messages are read lazily. A message that cannot be decoded is a BagError, or
+    with `rejected` given, skipped and counted there under "<topic> (rejected: <reason>)"."""
     path = Path(path)
     available = _topic_types(path)
     if topic not in available:
         raise BagError(f"bag {path} has no prediction topic {topic}; it has {_listing(available)}")
-    if available[topic] != IMAGE:
-        raise BagError(f"bag {path}: prediction topic {topic} is {available[topic]}, expected {IMAGE} (32FC1 or 16UC1)")
+    if available[topic] not in (IMAGE, COMPRESSED_IMAGE):
+        raise BagError(f"bag {path}: prediction topic {topic} is {available[topic]}, expected {IMAGE} (32FC1 or "
+                       f"16UC1) or {COMPRESSED_IMAGE} (compressedDepth)")
 
     def messages() -> Iterator[tuple[int, np.ndarray]]:
         ts = typestore()
@@ -450,9 +487,13 @@ def read_depth_topic(path: str | os.PathLike[str], topic: str) -> Iterator[tuple
             for connection, _, raw in reader.messages(connections=connections):
                 msg = ts.deserialize_cdr(raw, connection.msgtype)
                 try:
-                    depth = decode_prediction(msg)
+                    depth = decode_depth_msg(msg, prediction=True)
                 except DepthDecodeError as exc:
-                    raise BagError(str(exc)) from None
+                    if rejected is None:
+                        raise BagError(f"bag {path}: {topic} at stamp {stamp_to_ns(msg.header)}: {exc}") from None
+                    key = f"{topic} (rejected: {getattr(exc, 'reason', 'bad_image')})"
+                    rejected[key] = rejected.get(key, 0) + 1
+                    continue
                 yield stamp_to_ns(msg.header), depth
 
     return messages()

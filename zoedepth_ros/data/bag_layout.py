@@ -2,7 +2,8 @@
 record (`BagFrame`), and the rosbags typestore messages of a frame, built (`make_image_msg`,
 `make_camera_info_msg`, `make_tf_static_msg`, `make_pose_msg`) and decoded (`decode_rgb`, through
 `zoedepth_ros.image_codec` as the depth node decodes; depth images through
-`zoedepth_ros.depth_codec`; `decode_pose`). `zoedepth_ros.data.bag` writes and reads the bags themselves;
+`zoedepth_ros.depth_codec`, compressedDepth ones through `zoedepth_ros.compressed_depth`;
+`decode_pose`). `zoedepth_ros.data.bag` writes and reads the bags themselves;
 docs/bag-layout.md describes the layout in full.
 """
 
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from zoedepth_ros.depth_codec import DepthDecodeError, decode_depth
+from zoedepth_ros.compressed_depth import DEFAULT_QUANTIZATION, decode_compressed_depth_msg, encode_compressed_depth
+from zoedepth_ros.depth_codec import DepthDecodeError, decode_depth, decode_prediction
 from zoedepth_ros.errors import ZoeDepthError
 
 if TYPE_CHECKING:
@@ -32,6 +34,11 @@ WORLD_FRAME = "world"
 OPTICAL_ROTATION_XYZW = (-0.5, 0.5, -0.5, 0.5)
 
 ImageFormat = Literal["raw", "jpeg", "png"]
+# Ground truth as an Image (32FC1 metres, 16UC1 millimetres) or image_transport's compressedDepth
+# (a CompressedImage on `<depth topic>/compressedDepth`, PNG of the quantized inverse depth).
+GtEncoding = Literal["32FC1", "16UC1", "compressedDepth"]
+GT_ENCODINGS: tuple[str, ...] = ("32FC1", "16UC1", "compressedDepth")
+COMPRESSED_DEPTH_SUFFIX = "/compressedDepth"
 
 
 class BagError(ZoeDepthError):
@@ -133,6 +140,26 @@ def make_image_msg(array: np.ndarray, stamp_ns: int, frame_id: str, image_format
         step=width * channels * array.dtype.itemsize,
         data=data.view(np.uint8).reshape(-1),
     )
+
+
+def make_compressed_depth_msg(depth: np.ndarray, stamp_ns: int, frame_id: str, depth_max: float,
+                              quantization: float = DEFAULT_QUANTIZATION, fmt: str = "png") -> Any:
+    """sensor_msgs/CompressedImage of HxW float32 metres in image_transport's compressedDepth
+    format (`zoedepth_ros.compressed_depth`): depth at or beyond `depth_max`, NaN and <= 0 stored
+    as invalid."""
+    message_format, data = encode_compressed_depth(depth, fmt, depth_max=depth_max, quantization=quantization)
+    return typestore().types[COMPRESSED_IMAGE](
+        header=make_header(stamp_ns, frame_id), format=message_format, data=np.frombuffer(data, dtype=np.uint8)
+    )
+
+
+def decode_depth_msg(msg: Any, prediction: bool = False) -> np.ndarray:
+    """HxW float32 metres of a depth Image (`decode_depth`, or with `prediction` `decode_prediction`)
+    or a compressedDepth CompressedImage (NaN = invalid); DepthDecodeError (CompressedDepthError
+    with its `reason` for compressedDepth) when the message cannot be read."""
+    if msg.__msgtype__ == COMPRESSED_IMAGE:
+        return decode_compressed_depth_msg(msg)
+    return decode_prediction(msg) if prediction else decode_depth(msg)
 
 
 def make_camera_info_msg(
@@ -266,7 +293,7 @@ def assemble_frame(stamp: int, parts: dict[str, Any]) -> BagFrame:
     rgb = decode_rgb(parts["image"])
     pose = decode_pose(parts["pose"]) if "pose" in parts else None
     try:
-        depth = decode_depth(parts["depth"]) if "depth" in parts else None
+        depth = decode_depth_msg(parts["depth"]) if "depth" in parts else None
     except DepthDecodeError as exc:
         raise BagError(str(exc)) from None
     if depth is not None and depth.shape != rgb.shape[:2]:

@@ -16,9 +16,8 @@ import numpy as np
 
 from zoedepth_ros.argtypes import hw_size, positive_int
 from zoedepth_ros.data.bag import BagWriter, Storage
-from zoedepth_ros.data.bag_layout import BagFrame, ImageFormat
+from zoedepth_ros.data.bag_layout import GT_ENCODINGS, BagFrame, GtEncoding, ImageFormat
 from zoedepth_ros.data.synth_scenes import RENDERERS, Kind
-from zoedepth_ros.depth_codec import DepthEncoding
 from zoedepth_ros.eval.protocols import get_protocol
 
 # NYU Depth v2 RGB intrinsics at 480x640; KITTI P_rect_02 moved into the 352x1216 KB crop.
@@ -52,7 +51,7 @@ def write_synth_bag(
     size: tuple[int, int] | None = None,
     storage: Storage = "sqlite3",
     image_format: ImageFormat = "raw",
-    gt_encoding: DepthEncoding = "32FC1",
+    gt_encoding: GtEncoding = "32FC1",
     overwrite: bool = False,
     progress: bool = True,
     start_ns: int = START_STAMP_NS,
@@ -103,7 +102,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--size", type=hw_size, metavar="HxW", help="image size (default 480x640 indoor, 352x1216 outdoor)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--image-format", choices=("raw", "jpeg", "png"), default="raw")
-    p.add_argument("--gt-encoding", choices=("32FC1", "16UC1"), default="32FC1")
+    p.add_argument("--gt-encoding", choices=GT_ENCODINGS, default="32FC1",
+                   help="ground truth as 32FC1 metres, 16UC1 millimetres, or image_transport's compressedDepth "
+                        "PNG up to the protocol's max_depth (default 32FC1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     p.set_defaults(func=_run)
 

@@ -107,7 +107,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     source.add_argument("--model", metavar="SRC",
                         help="preset name, official .pt, Hugging Face directory or project .safetensors")
     source.add_argument("--pred-topic", metavar="TOPIC",
-                        help="score the depth images on TOPIC (32FC1 metres or 16UC1 mm)")
+                        help="score the depth images on TOPIC (32FC1 metres or 16UC1 mm, or a compressedDepth topic)")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), help="scoring protocol (default: the one each bag records)")
     p.add_argument("--out", type=Path, required=True,
                    help="directory for summary.json, per_frame.csv, report.md and plots")
@@ -170,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
                 evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress)
             else:
                 frames = read_frames(bag)
-                score_predictions(read_depth_topic(bag, args.pred_topic), _progress(frames, name, args.progress),
-                                  evaluation)
+                # An undecodable prediction (a corrupt compressedDepth PNG or RVL...) is counted with its
+                # reason among the bag's unpaired messages, and its frame as without prediction.
+                predictions = read_depth_topic(bag, args.pred_topic, rejected=evaluation.unpaired_messages)
+                score_predictions(predictions, _progress(frames, name, args.progress), evaluation)
                 evaluation.unpaired_messages.update(frames.unpaired)
     except KeyboardInterrupt:
         complete = False
