@@ -45,22 +45,24 @@ def _unit(v: Sequence[float]) -> np.ndarray:
 
 
 def _box_room(width: float, depth: float, height: float, floor: Material, walls: Material,
-              ceiling: Material) -> list[Plane]:
-    """Inward-facing planes of the room x in [-w/2, w/2], y in [0, h], z in [0, d]; from inside,
-    the nearest plane hit is the room surface the ray leaves through."""
+              ceiling: Material, back: float = 0.0) -> list[Plane]:
+    """Inward-facing planes of the room x in [-w/2, w/2], y in [0, h], z in [back, d]; from
+    inside, the nearest plane hit is the room surface the ray leaves through."""
     x, y, z = np.eye(3)
     return [
         Plane(np.zeros(3), y, x, floor),
         Plane(np.array([0.0, height, 0.0]), -y, x, ceiling),
         Plane(np.array([-width / 2, 0.0, 0.0]), x, z, walls),
         Plane(np.array([width / 2, 0.0, 0.0]), -x, z, walls),
-        Plane(np.zeros(3), z, x, walls),
+        Plane(np.array([0.0, 0.0, back]), z, x, walls),
         Plane(np.array([0.0, 0.0, depth]), -z, x, walls),
     ]
 
 
-def indoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
-    """A furnished box room (diagonal under 10 m) and a camera standing near its back wall."""
+def indoor_scene(rng: np.random.Generator, lead_in: float = 0.0) -> tuple[Scene, CameraPose]:
+    """A furnished box room (diagonal under 10 m) and a camera standing near its back wall.
+    `lead_in` > 0 moves the back wall that many metres further back (the same draws, so the same
+    room otherwise): free floor behind the camera for a walk that ends at its pose."""
     width, depth, height = rng.uniform(3.0, 5.0), rng.uniform(4.0, 7.5), rng.uniform(2.4, 3.0)
     pose = CameraPose(
         position=np.array([rng.uniform(-0.3, 0.3) * width, rng.uniform(1.0, 1.6), rng.uniform(0.3, 1.2)]),
@@ -75,6 +77,7 @@ def indoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
             floor=_random_material(rng, ("checker", "stripes", "noise"), (0.25, 0.6)),
             walls=_random_material(rng, ("solid", "stripes", "noise"), (0.2, 0.8)),
             ceiling=Material("solid", np.full(3, rng.uniform(0.8, 0.95)), np.zeros(3)),
+            back=-lead_in,
         )
     )
     near_z = pose.position[2] + 1.2  # keep furniture in front of, and clear of, the camera
@@ -108,8 +111,35 @@ def indoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
     return Scene(primitives, light, INDOOR_RANGE_M, ambient=0.35), pose
 
 
-def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
-    """A street: road with markings, pavements, facades on both sides, cars and trees."""
+def _facades(rng: np.random.Generator, side: float, kerb: float, start: float, end: float,
+             clip: bool = False) -> list[Primitive]:
+    """Buildings on one side of the street from z = start until past `end` (up to `end` with
+    `clip`), with alleys between some of them."""
+    facades: list[Primitive] = []
+    z = start
+    while z < end:
+        frontage = rng.uniform(6.0, 18.0)
+        if clip:
+            frontage = min(frontage, end - z)
+        if rng.uniform() > 0.12:  # otherwise an alley
+            half = np.array([rng.uniform(4.0, 8.0), rng.uniform(3.0, 15.0), frontage / 2])
+            setback = rng.uniform(0.0, 2.0)
+            # One storey (and one window bay) per texture cell.
+            facade = Material("grid", rng.uniform(0.35, 0.85, 3), rng.uniform(0.05, 0.3, 3),
+                              float(rng.uniform(2.5, 3.5)))
+            center = np.array([side * (kerb + setback + half[0]), half[1], z + frontage / 2])
+            facades.append(Box(center, half, 0.0, facade))
+        z += frontage
+    return facades
+
+
+STREET_START = -15.0  # z of the first buildings, behind the camera
+
+
+def outdoor_scene(rng: np.random.Generator, lead_in: float = 0.0) -> tuple[Scene, CameraPose]:
+    """A street: road with markings, pavements, facades on both sides, cars and trees. `lead_in`
+    > 0 continues the buildings that many metres further back (drawn after everything else, so
+    the same street otherwise): free road behind the camera for a drive that ends at its pose."""
     road_half = rng.uniform(3.5, 6.0)
     kerb = road_half + rng.uniform(1.5, 3.0)
     asphalt = Material("noise", np.full(3, rng.uniform(0.22, 0.3)), np.full(3, rng.uniform(0.33, 0.42)), 0.5,
@@ -118,18 +148,7 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
     primitives: list[Primitive] = [Plane(np.zeros(3), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]),
                                          StreetMaterial(road_half, asphalt, pavement))]
     for side in (-1.0, 1.0):
-        z = -15.0
-        while z < 130.0:
-            frontage = rng.uniform(6.0, 18.0)
-            if rng.uniform() > 0.12:  # otherwise an alley
-                half = np.array([rng.uniform(4.0, 8.0), rng.uniform(3.0, 15.0), frontage / 2])
-                setback = rng.uniform(0.0, 2.0)
-                # One storey (and one window bay) per texture cell.
-                facade = Material("grid", rng.uniform(0.35, 0.85, 3), rng.uniform(0.05, 0.3, 3),
-                                  float(rng.uniform(2.5, 3.5)))
-                center = np.array([side * (kerb + setback + half[0]), half[1], z + frontage / 2])
-                primitives.append(Box(center, half, 0.0, facade))
-            z += frontage
+        primitives.extend(_facades(rng, side, kerb, STREET_START, 130.0))
         for _ in range(rng.integers(1, 4)):
             trunk_z = rng.uniform(5.0, 70.0)
             trunk_x = side * (road_half + 0.6)
@@ -151,6 +170,9 @@ def outdoor_scene(rng: np.random.Generator) -> tuple[Scene, CameraPose]:
         pitch=math.radians(rng.uniform(-3.0, 1.0)),
     )
     light = _unit([rng.uniform(-1.0, 1.0), rng.uniform(0.6, 1.5), rng.uniform(-1.0, 1.0)])
+    if lead_in > 0:
+        for side in (-1.0, 1.0):
+            primitives.extend(_facades(rng, side, kerb, STREET_START - lead_in, STREET_START, clip=True))
     return Scene(primitives, light, OUTDOOR_RANGE_M, ambient=0.4, fog_distance=250.0), pose
 
 
@@ -167,3 +189,4 @@ def render_outdoor(rng: np.random.Generator, height: int, width: int, K: np.ndar
 
 
 RENDERERS = {"indoor": render_indoor, "outdoor": render_outdoor}
+SCENES = {"indoor": indoor_scene, "outdoor": outdoor_scene}
