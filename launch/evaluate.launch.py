@@ -43,6 +43,7 @@ def _nodes(context):
             "publish_points": False,
             "publish_colormap": False,
             "input_reliability": "reliable",
+            "temporal_filter": value("temporal_filter"),
         }],
     )
     protocol = value("protocol")
@@ -76,6 +77,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("rate_mode", default_value="lockstep",
                               description="lockstep (each frame once the previous depth is back) or recorded "
                                           "(the bag's rate: frames the node cannot keep up with are lost)"),
+        DeclareLaunchArgument("temporal_filter", default_value="none",
+                              description="The depth node's temporal_filter: none (evaluate's default) or the "
+                                          "method given to `zoedepth-ros evaluate --temporal-filter`"),
         DeclareLaunchArgument("namespace", default_value="zoedepth_eval",
                               description="Namespace of both nodes and their topics"),
     ]

@@ -58,8 +58,8 @@ def _depth_node(context):
     except ValueError as exc:
         raise RuntimeError(f"zoedepth.launch.py: {exc}") from None
     # model/engine/device/precision override the params file only when given, so the file stays in charge.
-    overrides = {name: value(name) for name in ("model", "engine", "device", "precision", "input_reliability")
-                 if value(name)}
+    overrides = {name: value(name) for name in ("model", "engine", "device", "precision", "input_reliability",
+                                                "temporal_filter") if value(name)}
     overrides["use_sim_time"] = value("use_sim_time").lower() == "true"
     if given:
         overrides["cameras"] = cameras
@@ -113,6 +113,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("input_reliability", default_value="",
                               description="Image subscription reliability: auto (follow the camera's publisher), "
                                           "reliable or best_effort; empty: the params file's (auto)"),
+        DeclareLaunchArgument("temporal_filter", default_value="",
+                              description="none, scale, ema or scale+ema (docs/node.md); empty: the params file's"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "zoedepth.yaml"]),
                               description="Node parameters (YAML)"),
         # --show-args prints a substitution's repr, not its value: the description says what it is.

@@ -227,14 +227,19 @@ class Harness:
     """One test's ROS world: its own namespace, and the nodes it creates, destroyed by `close`.
 
     `node_params` are the depth node's parameters for every node of the test, on top of the
-    model and the CPU device; `size` is the test camera's (width, height).
+    model and the CPU device; `size` is the test camera's (width, height). The environment
+    variable ZOEDEPTH_TEST_TEMPORAL_FILTER runs every node with that temporal_filter (a test
+    that sets its own keeps it): `ZOEDEPTH_TEST_TEMPORAL_FILTER=scale+ema pytest test/test_node.py`
+    shows the node's behaviour unchanged with the filter on.
     """
 
     def __init__(self, context, namespace: str, checkpoint: str, size: tuple[int, int] = (40, 30),
                  **node_params) -> None:
         self.context, self.namespace, self.checkpoint = context, namespace, checkpoint
         self.size = size
-        self.node_params = {"model": checkpoint, "device": "cpu", **node_params}
+        forced = {"temporal_filter": os.environ["ZOEDEPTH_TEST_TEMPORAL_FILTER"]} \
+            if os.environ.get("ZOEDEPTH_TEST_TEMPORAL_FILTER") else {}
+        self.node_params = {"model": checkpoint, "device": "cpu", **forced, **node_params}
         self.nodes: list = []
 
     def _add(self, node):

@@ -413,7 +413,7 @@ def test_launch_file_builds_its_description():
     description = launch_description(REPO / "launch" / "zoedepth.launch.py")
     names = {action.name for action in description.entities if hasattr(action, "default_value")}
     assert {"camera", "image", "camera_info", "cameras", "camera_image", "model", "engine", "device",
-            "input_reliability", "params_file", "rviz"} <= names
+            "input_reliability", "temporal_filter", "params_file", "rviz"} <= names
 
 
 _FRESH_ALLOCATION = """

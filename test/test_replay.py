@@ -302,7 +302,8 @@ def test_launch_file_starts_the_depth_node_and_the_replay():
     context = LaunchContext()
     context.launch_configurations.update({
         "bag": "b", "out": "o", "model": "m", "device": "cpu", "precision": "fp32", "protocol": "nyu",
-        "max_depth": "1000.0", "rate_mode": "lockstep", "namespace": "zoedepth_eval"})
+        "max_depth": "1000.0", "rate_mode": "lockstep", "namespace": "zoedepth_eval",
+        "temporal_filter": "none"})
     opaque = next(a for a in description.entities if isinstance(a, OpaqueFunction))
     nodes = [a for a in opaque.execute(context) if hasattr(a, "node_executable")]
     assert sorted(n.node_executable for n in nodes) == ["depth_node", "replay_node"]

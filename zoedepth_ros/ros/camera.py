@@ -4,7 +4,9 @@ of its messages and its counters. A node without `cameras` has one, with no topi
 each has its own stamp order, camera_info, rejections and throttled warnings.
 
 The callbacks run on the executor; `decode` and `publish` on the inference worker. The frames the
-callbacks admit go to the node's FrameSlots under the camera's name.
+callbacks admit go to the node's FrameSlots under the camera's name, marked where they start a new
+sequence; `publish` runs a frame through the camera's output stages (outputs.py), its own temporal
+filter first.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from zoedepth_ros.image_codec import (
     decode_image_msg,
 )
 from zoedepth_ros.ros.diagnostics import Stats
-from zoedepth_ros.ros.inputs import INPUT_QOS, FrameSlots, ImageSubscription, StampOrder, own_qos
-from zoedepth_ros.ros.outputs import DepthOutputs
+from zoedepth_ros.ros.inputs import INPUT_QOS, AdmittedFrame, FrameSlots, ImageSubscription, StampOrder, own_qos
+from zoedepth_ros.ros.outputs import DepthOutputs, OutputFrame
 from zoedepth_ros.ros.processes import DDS_PROFILE_NAME, DDS_PROFILE_VARIABLE
 
 # A best-effort frame larger than one UDP fragment is lost whenever any of its fragments is.
@@ -104,7 +106,7 @@ class Camera:
         try:
             new_publisher = self._follow_sequence(msg, info)
             self._check(msg, max_pixels=self._settings().max_image_pixels)
-            warning = self._stamps.admit(msg.header, new_publisher, self._settings().new_sequence_after_s)
+            new_sequence, warning = self._stamps.admit(msg.header, new_publisher, self._settings().new_sequence_after_s)
             if warning is not None:
                 self.log("stamp_restart", "warn", warning)
         except ImageDecodeError as exc:
@@ -122,7 +124,9 @@ class Camera:
                 f"images on '{self.image_topic}' are '{encoding}', a generic type with no colour order: "
                 f"taking them as OpenCV's {ASSUMED_ENCODINGS[encoding]} (what cv_bridge's cv2_to_imgmsg writes "
                 f"without an encoding); publish them as {ASSUMED_ENCODINGS[encoding]} to say so")
-        self.stats.frame_in(dropped_stale=self._slots.put(self.name, msg))
+        # The worker restarts the temporal filter at this frame (or the newer one that replaces it):
+        # it, not this thread, runs the filter, and later than this callback.
+        self.stats.frame_in(dropped_stale=self._slots.put(self.name, AdmittedFrame(msg, new_sequence)))
 
     def _follow_sequence(self, msg, info) -> bool:
         """Count the frames missing from the publisher's sequence numbers; True when the sequence
@@ -184,14 +188,14 @@ class Camera:
         outputs = self.outputs
         return self._settings().publish_uncertainty and outputs is not None and outputs.subscribed("depth/uncertainty")
 
-    def publish(self, msg, rgb, prediction, with_std: bool, inference_s: float) -> None:
-        """Publish the outputs of `prediction` for the frame `msg` (decoded to `rgb`)."""
-        settings, outputs = self._settings(), self.outputs
+    def publish(self, frame: AdmittedFrame, rgb, prediction, with_std: bool, inference_s: float) -> None:
+        """Publish the outputs of `prediction` for the admitted `frame` (decoded to `rgb`)."""
+        outputs = self.outputs
         intrinsics, info_source = self._intrinsics(prediction.depth.shape[1], prediction.depth.shape[0])
-        outputs.publish(msg.header, settings, rgb, prediction.depth, prediction.std if with_std else None,
-                        intrinsics, info_source)
-        stamp = msg.header.stamp
-        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        output = OutputFrame(frame.msg.header, self._settings(), rgb, prediction.depth,
+                             prediction.std if with_std else None, intrinsics, info_source, frame.new_sequence)
+        outputs.publish(output)
+        stamp_ns = output.stamp_ns
         end_to_end = (self._node.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None
         self.stats.output(inference_s, prediction.forward_s, end_to_end, prediction.domain)
 

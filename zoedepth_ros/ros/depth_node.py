@@ -49,7 +49,7 @@ from rclpy.signals import SignalHandlerOptions
 from zoedepth_ros.image_codec import ImageDecodeError
 from zoedepth_ros.ros.camera import Camera
 from zoedepth_ros.ros.diagnostics import BatchStats, ThrottledLog, depth_status
-from zoedepth_ros.ros.inputs import FrameSlots
+from zoedepth_ros.ros.inputs import AdmittedFrame, FrameSlots
 from zoedepth_ros.ros.lifecycle import guard_change_state
 from zoedepth_ros.ros.parameters import PARAMETERS, Settings, descriptor, validate
 from zoedepth_ros.ros.processes import keep_freed_buffers
@@ -251,16 +251,16 @@ class DepthNode(LifecycleNode):
         estimator = self._estimator
         return 1 if estimator is None or estimator.device.type == "cpu" else len(self._cameras)
 
-    def _process(self, frames: dict[str, object]) -> None:
+    def _process(self, frames: dict[str, AdmittedFrame]) -> None:
         """Decode each camera's frame (a bad one costs only its camera), then run one batch per
         network size."""
         batches: dict[tuple[int, int], list] = {}
-        for name, msg in frames.items():
+        for name, frame in frames.items():
             camera = self._cameras.get(name)
             if camera is None:
                 continue
             try:
-                rgb = camera.decode(msg)
+                rgb = camera.decode(frame.msg)
                 size = self._estimator.network_input_size(*rgb.shape[:2])
             except ImageDecodeError as exc:
                 camera.reject(exc.reason, f"image rejected: {exc}")
@@ -268,12 +268,12 @@ class DepthNode(LifecycleNode):
             except Exception as exc:  # one bad frame must not stop the node
                 camera.reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
                 continue
-            batches.setdefault(size, []).append((camera, msg, rgb))
+            batches.setdefault(size, []).append((camera, frame, rgb))
         for batch in batches.values():
             self._infer(batch)
 
     def _infer(self, batch: list) -> None:
-        """Run one batch of (camera, message, rgb) and publish each camera's outputs."""
+        """Run one batch of (camera, admitted frame, rgb) and publish each camera's outputs."""
         import torch  # loaded with the model by configure; not at import, so `--help` stays fast
 
         from zoedepth_ros.inference.engines import EngineError
@@ -301,9 +301,9 @@ class DepthNode(LifecycleNode):
             reject_all("processing_error", f"frame failed: {type(exc).__name__}: {exc}")
         else:
             self._batches.batch(len(batch), inference_s, predictions[0].forward_s)
-            for (camera, msg, rgb), prediction, with_std in zip(batch, predictions, wants_std, strict=True):
+            for (camera, frame, rgb), prediction, with_std in zip(batch, predictions, wants_std, strict=True):
                 try:
-                    camera.publish(msg, rgb, prediction, with_std, inference_s)
+                    camera.publish(frame, rgb, prediction, with_std, inference_s)
                 except Exception as exc:
                     camera.reject("processing_error", f"frame failed: {type(exc).__name__}: {exc}", "error")
         if out_of_memory:

@@ -9,13 +9,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from zoedepth_ros.image_codec import ImageDecodeError
-from zoedepth_ros.sequences import STAMP_RESTART_S
+from zoedepth_ros.sequences import STAMP_RESTART_S, starts_new_sequence
 
 # Newest frame only: a backlog of camera frames is latency, never throughput.
 INPUT_QOS = QoSProfile(
@@ -144,8 +145,11 @@ class ImageSubscription:
 
 class StampOrder:
     """Header checks for the frames admitted to processing: a frame id, a valid stamp, and within a
-    sequence, increasing stamps. A new publisher, a pause of new_sequence_after_s or stamps going
-    back more than STAMP_RESTART_S start a new sequence."""
+    sequence, increasing stamps. Stamps may go back only from a new publisher, after a pause of
+    new_sequence_after_s or by more than STAMP_RESTART_S. A new sequence (what restarts the
+    temporal filter) starts at the first frame after `restart`, from a new publisher, and where
+    `starts_new_sequence` says so on the admitted stamps (stamps that went back, a gap over
+    new_sequence_after_s): the rule `evaluate` applies to a bag's stamps."""
 
     def __init__(self) -> None:
         self.last_stamp_ns: int | None = None  # of the last image admitted
@@ -155,10 +159,10 @@ class StampOrder:
         """The next stamp is not compared with the previous one (an activation)."""
         self.last_stamp_ns = None
 
-    def admit(self, header, new_publisher: bool, new_sequence_after_s: float) -> str | None:
+    def admit(self, header, new_publisher: bool, new_sequence_after_s: float) -> tuple[bool, str | None]:
         """Raise ImageDecodeError for a header the outputs (which carry it) cannot use; otherwise
-        its stamp becomes the one the next frame's is compared with. Returns a warning when the
-        stamps went back and a new sequence starts, else None."""
+        its stamp becomes the one the next frame's is compared with. Returns (the frame starts a
+        new sequence, a warning when that is because the stamps went back, else None)."""
         if not header.frame_id:
             raise ImageDecodeError(
                 "empty_frame_id", "header has an empty frame_id: outputs would be in no frame (set the "
@@ -187,8 +191,17 @@ class StampOrder:
                                                              f"{behind_s:.3f} s older than the previous frame's")
             warning = (f"image stamps went back {behind_s:.1f} s ({cause}): taking it as a restarted camera, "
                        "a clock reset or a replayed or looping bag, and starting the sequence again")
+        new_sequence = new_publisher or starts_new_sequence(last, stamp_ns, new_sequence_after_s)
         self.last_stamp_ns, self.last_admitted_at = stamp_ns, now
-        return warning
+        return new_sequence, warning
+
+
+@dataclass
+class AdmittedFrame:
+    """A frame the callbacks admitted: its message, and whether it starts a new sequence."""
+
+    msg: object
+    new_sequence: bool = False
 
 
 class FrameSlots:
@@ -198,19 +211,22 @@ class FrameSlots:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frames: dict[str, object] = {}
+        self._frames: dict[str, AdmittedFrame] = {}
         self._served: dict[str, int] = {}  # camera -> turn it was last taken in
         self._turn = 0
 
-    def put(self, camera: str, frame) -> bool:
-        """Store `frame` as `camera`'s newest; True when it replaced a frame nobody processed."""
+    def put(self, camera: str, frame: AdmittedFrame) -> bool:
+        """Store `frame` as `camera`'s newest; True when it replaced a frame nobody processed. A
+        replaced frame that started a sequence hands that on: the sequence then starts at `frame`."""
         with self._cond:
-            replaced = camera in self._frames
+            replaced = self._frames.get(camera)
+            if replaced is not None and replaced.new_sequence:
+                frame.new_sequence = True
             self._frames[camera] = frame
             self._cond.notify()
-        return replaced
+        return replaced is not None
 
-    def take(self, limit: int, timeout: float) -> dict[str, object]:
+    def take(self, limit: int, timeout: float) -> dict[str, AdmittedFrame]:
         """camera -> frame for up to `limit` cameras with a waiting frame (those served least
         recently), emptying their slots; waits up to `timeout` s for one when none is waiting ({}
         then)."""

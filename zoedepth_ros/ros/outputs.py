@@ -1,7 +1,13 @@
-"""The depth node's outputs: its lifecycle publishers, and what one frame's prediction publishes on
-them. Every output carries the input image's header unchanged."""
+"""The depth node's outputs: one camera's lifecycle publishers, and the chain of stages a frame's
+prediction goes through to reach them: the temporal filter, the range masking, then one stage per
+published topic. A stage is one entry of `DepthOutputs.stages`, called with the frame's
+`OutputFrame` (which it may update for the stages after it). Every output carries the input
+image's header unchanged."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -12,6 +18,7 @@ from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
 from zoedepth_ros.colormap import colorize
 from zoedepth_ros.depth_codec import depth_to_mm16
+from zoedepth_ros.inference.temporal_filter import TemporalFilter, make_temporal_filter
 from zoedepth_ros.ros.inputs import own_qos
 from zoedepth_ros.ros.messages import image_msg
 from zoedepth_ros.ros.parameters import Settings
@@ -29,10 +36,57 @@ OUTPUT_TOPICS: dict[str, type] = {
 }
 
 
+@dataclass
+class OutputFrame:
+    """One frame on its way through a camera's output stages."""
+
+    header: object  # the input image's, carried by every output
+    settings: Settings
+    rgb: np.ndarray  # the decoded input image
+    depth: np.ndarray  # HxW metres, as predicted, then as the stages leave it
+    std: np.ndarray | None  # the prediction's spread, when depth/uncertainty is published
+    intrinsics: Intrinsics | None  # of the depth image; None: no depth/camera_info and depth/points
+    info: CameraInfo | None  # the camera_info they came from (None: guessed, or none)
+    new_sequence: bool = False  # the frame starts a new sequence of its camera
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.header.stamp.sec * 1_000_000_000 + self.header.stamp.nanosec
+
+
+class TemporalFilterStage:
+    """The camera's temporal filter (`temporal_filter`), restarted at each new sequence; a change
+    of the parameter starts a new filter. The filter's own gap rule is off: the camera decides the
+    sequences on every frame it admits, of which the worker may process only some (a model slower
+    than new_sequence_after_s would otherwise restart the filter at every frame)."""
+
+    def __init__(self) -> None:
+        self.filter: TemporalFilter | None = None
+
+    def __call__(self, frame: OutputFrame) -> None:
+        name = frame.settings.temporal_filter
+        if self.filter is None or self.filter.name != name:
+            self.filter = make_temporal_filter(name, new_sequence_after_s=math.inf)
+        elif frame.new_sequence:
+            self.filter.reset()
+        # Only a real camera_info's K counts: a guessed one (fallback_hfov_deg) says nothing of the camera.
+        K = None if frame.info is None or frame.intrinsics is None else np.reshape(frame.intrinsics.k, (3, 3))
+        frame.depth = self.filter.filter(frame.depth, frame.stamp_ns, K)
+
+
+def mask_range(frame: OutputFrame) -> None:
+    """Depth outside [min_depth, max_depth] (and NaN) becomes invalid, in the depth and its spread."""
+    settings = frame.settings
+    valid = (frame.depth >= settings.min_depth) & (frame.depth <= settings.max_depth)  # False for NaN
+    frame.depth = np.where(valid, frame.depth, np.float32(np.nan)).astype(np.float32, copy=False)
+    if frame.std is not None:
+        frame.std = np.where(valid, frame.std, np.float32(np.nan)).astype(np.float32, copy=False)
+
+
 class DepthOutputs:
     """The publishers of one camera of a configured node (created with it, destroyed by `destroy`),
-    on `prefix` + OUTPUT_TOPICS, keyed by OUTPUT_TOPICS. The optional outputs are computed only
-    while something subscribes to them."""
+    on `prefix` + OUTPUT_TOPICS, keyed by OUTPUT_TOPICS, and the stages that feed them. The optional
+    outputs are computed only while something subscribes to them."""
 
     def __init__(self, node, prefix: str = "") -> None:
         self._node = node
@@ -44,38 +98,47 @@ class DepthOutputs:
             for topic, msg_type in OUTPUT_TOPICS.items()
         }
         self._cloud_builder = CloudBuilder()
+        self.temporal_filter = TemporalFilterStage()
+        self.stages = [self.temporal_filter, mask_range, self._depth, self._depth_mm, self._camera_info,
+                       self._points, self._colormap, self._uncertainty]
 
     def subscribed(self, topic: str) -> bool:
         return self.publishers[topic].get_subscription_count() > 0
 
-    def publish(self, header, settings: Settings, rgb: np.ndarray, depth: np.ndarray, std: np.ndarray | None,
-                intrinsics: Intrinsics | None, info: CameraInfo | None) -> None:
-        """Publish one frame: `depth` (metres) and `std` as predicted for `rgb`, the intrinsics of
-        the depth image (None: no depth/camera_info and depth/points) and the camera_info they came
-        from (None: guessed). Depth outside [min_depth, max_depth] becomes invalid."""
-        valid = (depth >= settings.min_depth) & (depth <= settings.max_depth)  # False for NaN
-        depth = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
-        self.publishers["depth/image"].publish(image_msg(header, depth, "32FC1"))
+    def publish(self, frame: OutputFrame) -> None:
+        """Run `frame` through every stage."""
+        for stage in self.stages:
+            stage(frame)
 
-        if settings.publish_depth_mm and self.subscribed("depth/image_mm"):
-            self.publishers["depth/image_mm"].publish(image_msg(header, depth_to_mm16(depth), "16UC1"))
+    def _depth(self, frame: OutputFrame) -> None:
+        self.publishers["depth/image"].publish(image_msg(frame.header, frame.depth, "32FC1"))
 
-        if intrinsics is not None:
-            self.publishers["depth/camera_info"].publish(depth_camera_info(intrinsics, header, info))
-            if settings.publish_points and self.subscribed("depth/points"):
-                cloud = self._cloud_builder.build(
-                    depth, intrinsics, settings.points_stride, rgb if settings.points_color else None
-                )
-                self.publishers["depth/points"].publish(to_pointcloud2(cloud, header))
+    def _depth_mm(self, frame: OutputFrame) -> None:
+        if frame.settings.publish_depth_mm and self.subscribed("depth/image_mm"):
+            self.publishers["depth/image_mm"].publish(image_msg(frame.header, depth_to_mm16(frame.depth), "16UC1"))
 
+    def _camera_info(self, frame: OutputFrame) -> None:
+        if frame.intrinsics is not None:
+            self.publishers["depth/camera_info"].publish(depth_camera_info(frame.intrinsics, frame.header, frame.info))
+
+    def _points(self, frame: OutputFrame) -> None:
+        settings = frame.settings
+        if frame.intrinsics is not None and settings.publish_points and self.subscribed("depth/points"):
+            cloud = self._cloud_builder.build(frame.depth, frame.intrinsics, settings.points_stride,
+                                              frame.rgb if settings.points_color else None)
+            self.publishers["depth/points"].publish(to_pointcloud2(cloud, frame.header))
+
+    def _colormap(self, frame: OutputFrame) -> None:
+        settings = frame.settings
         if settings.publish_colormap and self.subscribed("depth/colormap"):
             vmin, vmax = ((settings.colormap_min, settings.colormap_max) if settings.colormap_fixed_range
                           else (None, None))
-            self.publishers["depth/colormap"].publish(image_msg(header, colorize(depth, vmin, vmax), "rgb8"))
+            self.publishers["depth/colormap"].publish(image_msg(frame.header, colorize(frame.depth, vmin, vmax),
+                                                                "rgb8"))
 
-        if std is not None:
-            std = np.where(valid, std, np.float32(np.nan)).astype(np.float32, copy=False)
-            self.publishers["depth/uncertainty"].publish(image_msg(header, std, "32FC1"))
+    def _uncertainty(self, frame: OutputFrame) -> None:
+        if frame.std is not None:
+            self.publishers["depth/uncertainty"].publish(image_msg(frame.header, frame.std, "32FC1"))
 
     def destroy(self) -> None:
         for publisher in self.publishers.values():

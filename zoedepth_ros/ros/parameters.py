@@ -11,6 +11,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from zoedepth_ros.cameras import camera_names_problem
 from zoedepth_ros.inference.engine_names import ENGINES
+from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -53,6 +54,13 @@ PARAMETERS: dict[str, _Param] = {
                    choices=("infer", "eval"), applies_on="configure"),
     "min_depth": _Param(0.1, "Depth below this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
     "max_depth": _Param(80.0, "Depth above this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
+    "temporal_filter": _Param(
+        DEFAULT_TEMPORAL_FILTER,
+        "Temporal filter of each camera's depth, against the flicker of a per-frame model (docs/node.md): none; "
+        "scale (stabilises the frame's global metric scale against the recent past); ema (per-pixel average in log "
+        "depth, a change over 10 % passes at once); scale+ema (both). It restarts at every new sequence and when "
+        "the camera_info's K or the image size changes; the first frame of a sequence is the prediction itself.",
+        choices=TEMPORAL_FILTERS),
     "publish_points": _Param(True, "Publish depth/points (needs camera_info or fallback_hfov_deg)."),
     "points_stride": _Param(1, "Cloud decimation: every Nth row and column; the cloud stays organized.",
                             range=(1, 64)),
@@ -115,6 +123,7 @@ class Settings:
     mode: str
     min_depth: float
     max_depth: float
+    temporal_filter: str
     publish_points: bool
     points_stride: int
     points_color: bool
