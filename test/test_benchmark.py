@@ -164,3 +164,22 @@ def test_multicam_part_one_node_against_several(tmp_path):
     # The shared model's own /diagnostics status came along (batches of one or both cameras' frames).
     assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["batches"]) > 0
     assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["largest batch"]) in (1, 2)
+
+
+def test_codec_part_reports_bytes_and_times_per_codec(tmp_path, capsys):
+    out = tmp_path / "codec.json"
+    assert main(["benchmark", "--parts", "codec", "--frame", "48x64", "--iters", "2", "--warmup", "0",
+                 "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["codec"]
+    codecs = ["raw", "rvl", "png level 1", "png level 3", "png level 9"]
+    assert [(r["scene"], r["codec"]) for r in rows] == [(s, c) for s in ("indoor", "outdoor") for c in codecs]
+    for scene in ("indoor", "outdoor"):
+        by_codec = {r["codec"]: r for r in rows if r["scene"] == scene}
+        assert by_codec["raw"]["bytes"] == 48 * 64 * 4 and by_codec["raw"]["ratio"] == 1.0
+        assert by_codec["png level 9"]["bytes"] <= by_codec["png level 1"]["bytes"] < by_codec["raw"]["bytes"]
+        assert by_codec["rvl"]["ratio"] > 1
+        for r in by_codec.values():
+            assert r["ratio"] == pytest.approx(by_codec["raw"]["bytes"] / r["bytes"])
+            assert r["encode"]["n"] == r["decode"]["n"] == 2 and r["encode"]["median_ms"] > 0
+    assert rows[-1]["valid_fraction"] < 1  # the outdoor sky has no depth
+    assert "png level 9" in capsys.readouterr().out

@@ -36,7 +36,8 @@ from zoedepth_ros.image_codec import ImageDecodeError, check_compressed
 CompressedDepthFormat = Literal["png", "rvl"]
 FORMATS: tuple[str, ...] = ("png", "rvl")
 TRANSPORT = "compressedDepth"
-# The plugin's defaults (its Humble release; Jazzy's defaults png_level to 3, OpenCV's own).
+# The plugin's defaults (compressed_depth_publisher.cpp: kDefaultPngLevel, kDefaultDepthMax,
+# KDefaultDepthQuantization).
 DEFAULT_DEPTH_MAX = 10.0
 DEFAULT_QUANTIZATION = 100.0
 DEFAULT_PNG_LEVEL = 9
