@@ -181,6 +181,27 @@ def test_replay_through_the_node_equals_evaluate(tmp_path, checkpoint, depth_nod
 
 
 @pytest.mark.slow
+def test_replay_through_a_filtering_node_equals_evaluate_with_the_filter(tmp_path, checkpoint, depth_node, namespace):
+    """The node's temporal_filter and `evaluate --temporal-filter` filter the same predictions in the
+    same order with the same restarts: the same scores, TAE and flicker included."""
+    bag = write_synth_bag(tmp_path / "bag", frames=4, size=SIZE, motion="static", progress=False)
+    rc = main(["evaluate", str(bag), "--model", checkpoint, "--device", "cpu", "--out", str(tmp_path / "evaluate"),
+               "--no-progress", "--temporal-filter", "scale+ema"])
+    assert rc == 0
+    evaluated = json.loads((tmp_path / "evaluate" / "summary.json").read_text())
+    unfiltered = evaluate(bag, tmp_path / "unfiltered", checkpoint)
+    with depth_node(temporal_filter="scale+ema"):
+        rc, replayed = replay(bag, tmp_path / "replay", namespace)
+    assert rc == 0
+    assert_same_scores(replayed, evaluated)
+    for name in ("tae", "flicker"):
+        assert replayed["temporal"][name] == pytest.approx(evaluated["temporal"][name], rel=1e-5), name
+    assert replayed["temporal"]["pairs"] == evaluated["temporal"]["pairs"] == 3
+    # The filter did something: without it the flicker is another.
+    assert evaluated["temporal"]["flicker"] != pytest.approx(unfiltered["temporal"]["flicker"], rel=1e-3)
+
+
+@pytest.mark.slow
 def test_bags_with_the_same_stamps_replay_back_to_back(tmp_path, depth_node, namespace):
     """A second bag starting at the first one's stamps (each shorter than a second) is a new
     sequence for the node: every frame of both is scored, none rejected."""

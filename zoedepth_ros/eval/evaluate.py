@@ -22,6 +22,7 @@ from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
+from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, make_temporal_filter
 
 if TYPE_CHECKING:
     from zoedepth_ros.inference import DepthEstimator
@@ -61,16 +62,19 @@ def _progress(iterable: Iterable, name: str, enabled: bool) -> Iterable:
 
 
 def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: BagEvaluation, batch_size: int = 1,
-                            progress: bool = True) -> BagEvaluation:
+                            progress: bool = True, temporal_filter: str = "none") -> BagEvaluation:
     """Run `estimator` (a DepthEstimator in the official eval mode) on the frames of a bag and
-    score them; KB-crop protocols crop the image before the network, as the official loader does."""
+    score them; KB-crop protocols crop the image before the network, as the official loader does.
+    `temporal_filter` filters the predictions in the bag's order, as the depth node filters a
+    camera's (one filter per bag, restarted by the stamps and a change of size or K)."""
     frames = read_frames(path)
     batch: list[tuple[int, BagFrame, np.ndarray]] = []
+    flt = make_temporal_filter(temporal_filter)
 
     def flush() -> None:
         predictions = estimator.predict_batch([rgb for _, _, rgb in batch])
         for (index, frame, _), prediction in zip(batch, predictions, strict=True):
-            evaluation.add(frame, prediction.depth, index)
+            evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, frame.K), index)
         batch.clear()
 
     for index, frame in enumerate(_progress(frames, evaluation.name, progress)):
@@ -118,6 +122,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                    help="with --model: frames per forward pass (default 1)")
     p.add_argument("--kitti-max-depth", type=float,
                    help="with --model: override the KITTI head's maximum depth (metres)")
+    p.add_argument("--temporal-filter", choices=TEMPORAL_FILTERS, default="none",
+                   help="filter each bag's predictions over time as the depth node's temporal_filter does, in stamp "
+                        "order, restarting where the stamps start a new sequence (docs/node.md; default none)")
     p.add_argument("--worst", type=at_least(0), default=DEFAULT_WORST,
                    help=f"worst frames shown in the report (default {DEFAULT_WORST})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
                   "mode": "official eval: stretch to img_size, flip TTA, no padding"}
     else:
         source = {"pred_topic": args.pred_topic}
+    source["temporal_filter"] = args.temporal_filter
 
     evaluations: list[BagEvaluation] = []
     complete = True
@@ -167,12 +175,16 @@ def run(args: argparse.Namespace) -> int:
             evaluation = BagEvaluation(name, protocol, worst=args.worst, path=bag, metadata=read_metadata(bag))
             evaluations.append(evaluation)
             if args.model:
-                evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress)
+                evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress,
+                                        args.temporal_filter)
             else:
                 frames = read_frames(bag)
                 # An undecodable prediction (a corrupt compressedDepth PNG or RVL...) is counted with its
                 # reason among the bag's unpaired messages, and its frame as without prediction.
                 predictions = read_depth_topic(bag, args.pred_topic, rejected=evaluation.unpaired_messages)
+                # Recorded depth carries no K: the filter restarts by the stamps and a size change.
+                flt = make_temporal_filter(args.temporal_filter)
+                predictions = ((stamp, flt.filter(depth, stamp, None)) for stamp, depth in predictions)
                 score_predictions(predictions, _progress(frames, name, args.progress), evaluation)
                 evaluation.unpaired_messages.update(frames.unpaired)
     except KeyboardInterrupt:

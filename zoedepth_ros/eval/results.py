@@ -74,7 +74,10 @@ def summarize(evaluations: list[BagEvaluation], source: Mapping[str, Any], compl
         "protocol": _protocol_summary(protocols.pop()) if len(protocols) == 1 else None,
         "model": source.get("model"),
         "pred_topic": source.get("pred_topic"),
-        "inference": {k: v for k, v in source.items() if k not in ("model", "pred_topic")} or None,
+        # None where the depth came filtered by a node whose setting the scorer does not know (replay).
+        "temporal_filter": source.get("temporal_filter"),
+        "inference": {k: v for k, v in source.items() if k not in ("model", "pred_topic", "temporal_filter")}
+        or None,
         "temporal": temporal_summary([e.temporal for e in evaluations]),
         "bags": bags,
     }
