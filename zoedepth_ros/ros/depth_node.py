@@ -20,7 +20,8 @@ costs only the frames concerned: a frame that fails to decode costs only its own
 Topics (relative, remappable; with `cameras`, each under `<camera>/`): `image` (or
 `<image>/compressed` with input_transport "compressed", image_transport's naming), `camera_info` in;
 `depth/image` (32FC1 metres, REP 118, NaN = invalid), `depth/image_mm` (16UC1, 0 = invalid),
-`depth/camera_info`, `depth/points`, `depth/colormap`, `depth/uncertainty` out; `/diagnostics` at
+`depth/camera_info`, `depth/points`, `depth/colormap`, `depth/uncertainty`,
+`depth/image/compressedDepth` (image_transport's compressedDepth) out; `/diagnostics` at
 1 Hz (with `cameras`, one status per camera besides the node's). Every output carries the input
 image's header unchanged.
 
@@ -225,6 +226,9 @@ class DepthNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join()
             self._worker = None
+        for camera in self._cameras.values():  # what the worker handed off is out before deactivation
+            if camera.outputs is not None:
+                camera.outputs.finish()
         self._slots.clear()
 
     def _release(self) -> None:

@@ -1,22 +1,26 @@
 """The depth node's outputs: one camera's lifecycle publishers, and the chain of stages a frame's
 prediction goes through to reach them: the temporal filter, the range masking, then one stage per
 published topic. A stage is one entry of `DepthOutputs.stages`, called with the frame's
-`OutputFrame` (which it may update for the stages after it). Every output carries the input
-image's header unchanged."""
+`OutputFrame` (which it may update for the stages after it, by replacing its arrays, never by
+writing into them: the compressedDepth stage reads them on its own thread). Every output carries
+the input image's header unchanged."""
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
 from zoedepth_ros.colormap import colorize
+from zoedepth_ros.compressed_depth import encode_compressed_depth
 from zoedepth_ros.depth_codec import depth_to_mm16
 from zoedepth_ros.inference.temporal_filter import TemporalFilter, make_temporal_filter
 from zoedepth_ros.ros.inputs import own_qos
@@ -33,6 +37,7 @@ OUTPUT_TOPICS: dict[str, type] = {
     "depth/points": PointCloud2,
     "depth/colormap": Image,  # rgb8
     "depth/uncertainty": Image,  # 32FC1 metres
+    "depth/image/compressedDepth": CompressedImage,  # image_transport's compressedDepth of depth/image
 }
 
 
@@ -83,6 +88,90 @@ def mask_range(frame: OutputFrame) -> None:
         frame.std = np.where(valid, frame.std, np.float32(np.nan)).astype(np.float32, copy=False)
 
 
+def compressed_depth_max(settings: Settings) -> float:
+    """The depth_max of depth/image/compressedDepth: compressed_depth_max, or (0) one float32 step
+    above max_depth, since the plugin's format stores depth at its maximum as invalid and
+    depth/image keeps depth equal to max_depth."""
+    if settings.compressed_depth_max > 0.0:
+        return settings.compressed_depth_max
+    return float(np.nextafter(np.float32(settings.max_depth), np.float32(np.inf)))
+
+
+class CompressedDepthStage:
+    """depth/image/compressedDepth, encoded on a thread of its own: PNG level 9 takes ~25 ms a
+    640x480 frame, which in the worker would delay the camera's next frame by as much. The stage,
+    last in the chain, only hands the frame over; the thread keeps the newest frame only (one not
+    yet taken when the next comes is replaced and counted in `replaced`), so a slow encoder never
+    queues frames nor ages its output. cv2.imencode releases the GIL, and the thread runs at the
+    lowest CPU priority, so the encode takes what the worker leaves of the CPUs."""
+
+    def __init__(self, publisher, subscribed, logger) -> None:
+        self._publisher, self._subscribed, self._logger = publisher, subscribed, logger
+        self._cond = threading.Condition()
+        self._pending: OutputFrame | None = None
+        self._busy = self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.encoded = self.replaced = 0
+
+    def __call__(self, frame: OutputFrame) -> None:
+        if not self._subscribed():
+            return
+        with self._cond:
+            if self._stopping:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="zoedepth-compressed-depth", daemon=True)
+                self._thread.start()
+            self.replaced += self._pending is not None
+            self._pending = frame
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:  # Linux: a thread's nice value is its own
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                frame, self._pending, self._busy = self._pending, None, True
+            try:
+                self._publish(frame)
+            except Exception as exc:  # a failed encode costs its own message only
+                self._logger.error(f"depth/image/compressedDepth not published: {type(exc).__name__}: {exc}",
+                                   throttle_duration_sec=5.0)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _publish(self, frame: OutputFrame) -> None:
+        settings = frame.settings
+        fmt, data = encode_compressed_depth(frame.depth, settings.compressed_depth_format,
+                                            depth_max=compressed_depth_max(settings),
+                                            quantization=settings.compressed_depth_quantization,
+                                            png_level=settings.compressed_depth_png_level)
+        self._publisher.publish(CompressedImage(header=frame.header, format=fmt, data=data))
+        self.encoded += 1
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Wait until the frame handed over last is published (before the publishers deactivate)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def stop(self) -> None:
+        """Publish what is pending, then end the thread (before the publishers go)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10.0)
+
+
 class DepthOutputs:
     """The publishers of one camera of a configured node (created with it, destroyed by `destroy`),
     on `prefix` + OUTPUT_TOPICS, keyed by OUTPUT_TOPICS, and the stages that feed them. The optional
@@ -99,8 +188,12 @@ class DepthOutputs:
         }
         self._cloud_builder = CloudBuilder()
         self.temporal_filter = TemporalFilterStage()
+        self.compressed_depth = CompressedDepthStage(self.publishers["depth/image/compressedDepth"],
+                                                     lambda: self.subscribed("depth/image/compressedDepth"),
+                                                     node.get_logger())
+        # compressedDepth last: its hand-over to its thread comes after every other output is out.
         self.stages = [self.temporal_filter, mask_range, self._depth, self._depth_mm, self._camera_info,
-                       self._points, self._colormap, self._uncertainty]
+                       self._points, self._colormap, self._uncertainty, self.compressed_depth]
 
     def subscribed(self, topic: str) -> bool:
         return self.publishers[topic].get_subscription_count() > 0
@@ -140,7 +233,12 @@ class DepthOutputs:
         if frame.std is not None:
             self.publishers["depth/uncertainty"].publish(image_msg(frame.header, frame.std, "32FC1"))
 
+    def finish(self) -> None:
+        """Wait for the outputs still being built off the worker (the compressedDepth encode)."""
+        self.compressed_depth.finish()
+
     def destroy(self) -> None:
+        self.compressed_depth.stop()
         for publisher in self.publishers.values():
             self._node.destroy_lifecycle_publisher(publisher)
         self.publishers = {}

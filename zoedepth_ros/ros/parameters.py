@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from zoedepth_ros.cameras import camera_names_problem
+from zoedepth_ros.compressed_depth import DEFAULT_PNG_LEVEL, DEFAULT_QUANTIZATION, FORMATS
 from zoedepth_ros.inference.engine_names import ENGINES
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S
@@ -73,6 +74,21 @@ PARAMETERS: dict[str, _Param] = {
     "publish_uncertainty": _Param(False, "Publish depth/uncertainty: 32FC1 standard deviation (metres) "
                                          "of the per-pixel depth distribution (extra compute)."),
     "publish_depth_mm": _Param(False, "Also publish depth/image_mm: 16UC1 millimetres, 0 = invalid."),
+    # Named as compressed_depth_image_transport names its own (format, depth_max, depth_quantization,
+    # png_level), prefixed as image_transport prefixes a transport's parameters.
+    "compressed_depth_format": _Param("png", "Codec of depth/image/compressedDepth (image_transport's "
+                                             "compressedDepth, published while subscribed): png or rvl.",
+                                      choices=FORMATS),
+    "compressed_depth_max": _Param(0.0, "Depth (metres) at and beyond which depth/image/compressedDepth stores "
+                                        "invalid; 0 = max_depth (every depth of depth/image kept).",
+                                   range=(0.0, 1000.0)),
+    "compressed_depth_quantization": _Param(DEFAULT_QUANTIZATION,
+                                            "Inverse-depth quantization Q of depth/image/compressedDepth: the "
+                                            "error at depth d is below d^2 / (Q (Q + 1) - d) (docs/node.md).",
+                                            range=(1.0, 1000.0)),
+    "compressed_depth_png_level": _Param(DEFAULT_PNG_LEVEL, "zlib level of depth/image/compressedDepth's PNG: 9 "
+                                                            "smallest (the plugin's default), 1 fastest.",
+                                         range=(0, 9)),
     "input_reliability": _Param(
         "auto", "Reliability of the image subscription. auto: reliable when every image publisher offers "
                 "reliable, best effort otherwise (re-evaluated as publishers come and go); reliable; "
@@ -133,6 +149,10 @@ class Settings:
     colormap_max: float
     publish_uncertainty: bool
     publish_depth_mm: bool
+    compressed_depth_format: str
+    compressed_depth_max: float
+    compressed_depth_quantization: float
+    compressed_depth_png_level: int
     input_reliability: str
     input_transport: str
     cameras: tuple[str, ...]
@@ -183,6 +203,10 @@ def validate(changes: dict[str, object], current: dict[str, object]) -> str | No
     merged = {**current, **changes}
     if not merged["min_depth"] < merged["max_depth"]:
         return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"
+    compressed_max = merged.get("compressed_depth_max", 0.0)
+    if compressed_max and not compressed_max > merged["min_depth"]:
+        return (f"compressed_depth_max ({compressed_max}) must be 0 (max_depth) or above min_depth "
+                f"({merged['min_depth']})")
     if not merged["colormap_min"] < merged["colormap_max"]:
         return f"colormap_min ({merged['colormap_min']}) must be below colormap_max ({merged['colormap_max']})"
     return None

@@ -1,0 +1,153 @@
+"""The depth node's depth/image/compressedDepth over real rclpy and Fast DDS: decoded by the tests'
+own reading of the plugin's format (compressed_depth_reference.py, not the project's decoder),
+png and rvl give the node's depth/image to within the quantization bound with the same NaN mask;
+nothing is encoded while nobody subscribes; each camera of a two-camera node has its own; bad
+parameter values are refused."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from compressed_depth_reference import error_bounds, plugin_params, reference_decode
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from test_node import RampedEstimator
+
+from zoedepth_ros.compressed_depth import encode_compressed_depth, nearest_depth
+
+from ros_helpers import CameraProcess, image_array, reliable_inputs, send_frame, stamp_key, wait_until
+
+W, H = 40, 30
+MIN_DEPTH, MAX_DEPTH = 0.5, 50.0
+COMPRESSED = "depth/image/compressedDepth"
+TOPICS = {"depth/image": Image, COMPRESSED: CompressedImage}
+
+
+@pytest.fixture
+def harness_options(namespace):
+    return {"size": (W, H), "min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH, "publish_points": False,
+            "publish_colormap": False, **reliable_inputs(namespace)}
+
+
+@pytest.fixture
+def ramped(monkeypatch):
+    """Depth from 0.07 m to a few km with a NaN and an inf in every frame."""
+    monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", RampedEstimator)
+    monkeypatch.setattr(RampedEstimator, "raw", [])
+
+
+def check_compressed(compressed_msg, depth_msg, fmt: str, depth_max: float | None, quantization: float,
+                     png_level: int = 9) -> None:
+    """`compressed_msg` is depth_msg's depth in the plugin's format: same header, decoded by the
+    reference decoder to within the bound, NaN exactly where depth/image is NaN or at or beyond
+    `depth_max` (None: the node's default, every depth kept)."""
+    assert compressed_msg.header == depth_msg.header
+    assert compressed_msg.format == f"32FC1; compressedDepth {fmt}"
+    depth = image_array(depth_msg)
+    data = bytes(compressed_msg.data)
+    kind, a, b = struct.unpack("<iff", data[:12])
+    effective_max = depth_max if depth_max is not None else float(np.nextafter(np.float32(MAX_DEPTH), np.inf))
+    assert (kind, np.float32(a), np.float32(b)) == (0, *plugin_params(effective_max, quantization))
+    decoded = reference_decode(compressed_msg.format, data)
+    invalid = np.isnan(depth) if depth_max is None else np.isnan(depth) | (depth >= depth_max)
+    assert (~invalid).sum() > 10 and invalid.sum() > 2
+    np.testing.assert_array_equal(np.isnan(decoded), invalid)
+    low, high = error_bounds(depth[~invalid], quantization)
+    error = decoded[~invalid].astype(np.float64) - depth[~invalid]
+    assert np.all((error >= low) & (error <= high)), np.abs(error).max()
+    # Byte for byte what the codec makes of the published depth with these parameters.
+    assert (compressed_msg.format, data) == encode_compressed_depth(
+        depth, fmt, depth_max=effective_max, quantization=quantization, png_level=png_level)
+
+
+def test_png_and_rvl_decode_to_the_depth_image_within_the_bound(ros, ramped):
+    node = ros.depth_node()
+    collector = ros.collector(TOPICS)
+    cases = [("png", None, 100.0, 9), ("rvl", None, 100.0, 9), ("png", 20.0, 150.0, 1), ("rvl", 7.5, 30.0, 9)]
+    # Nearer than nearest_depth saturates (read back as that depth, past the bound): not here.
+    assert all(nearest_depth(depth_max or MAX_DEPTH, q) < MIN_DEPTH for _, depth_max, q, _ in cases)
+    with ros.spin(), ros.camera() as camera:
+        assert node.autostart()
+        for i, (fmt, depth_max, quantization, level) in enumerate(cases):
+            assert all(r.successful for r in node.set_parameters([
+                Parameter("compressed_depth_format", value=fmt),
+                Parameter("compressed_depth_max", value=depth_max or 0.0),
+                Parameter("compressed_depth_quantization", value=quantization),
+                Parameter("compressed_depth_png_level", value=level)]))
+            stamp = (7000 + i, 500)
+            outputs = send_frame(camera, collector, stamp, TOPICS, seed=i)
+            check_compressed(outputs[COMPRESSED], outputs["depth/image"], fmt, depth_max, quantization, level)
+
+
+def test_not_encoded_while_nobody_subscribes(ros, ramped):
+    node = ros.depth_node()
+    collector = ros.collector({"depth/image": Image})
+    listener = ros.client("compressed_listener")
+    received = []
+    with ros.spin(), ros.camera() as camera:
+        assert node.autostart()
+        stage = node.camera().outputs.compressed_depth
+        publisher = node.camera().outputs.publishers[COMPRESSED]
+        # The worker publishes a frame's depth only after the previous frame's whole chain: once
+        # frame 2's depth is here, frame 1 went past the compressedDepth stage.
+        for i in range(2):
+            send_frame(camera, collector, (8000 + i, 0), ["depth/image"], seed=i)
+        assert (stage.encoded, stage.replaced) == (0, 0)
+
+        subscription = listener.create_subscription(
+            CompressedImage, COMPRESSED, received.append, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        assert wait_until(lambda: publisher.get_subscription_count() == 1, timeout=10.0)
+        send_frame(camera, collector, (8002, 0), ["depth/image"], seed=2)
+        assert wait_until(lambda: [stamp_key(m.header) for m in received] == [(8002, 0)], timeout=10.0)
+        assert wait_until(lambda: stage.encoded == 1, timeout=5.0)
+
+        listener.destroy_subscription(subscription)
+        assert wait_until(lambda: publisher.get_subscription_count() == 0, timeout=10.0)
+        for i in range(3, 5):
+            send_frame(camera, collector, (8000 + i, 0), ["depth/image"], seed=i)
+        assert stage.encoded == 1
+
+
+def test_each_camera_of_a_two_camera_node_gets_its_own(ros, ramped, namespace):
+    cameras = ["left", "right"]
+    params = {f"qos_overrides.{namespace}/{c}/{topic}.subscription.reliability": "reliable"
+              for c in cameras for topic in ("image", "camera_info")}
+    node = ros.depth_node(cameras=cameras, compressed_depth_format="rvl", **params)
+    topics = {f"{c}/{topic}": msg_type for c in cameras for topic, msg_type in TOPICS.items()}
+    collector = ros.collector(topics)
+    with (ros.spin(), CameraProcess(f"{namespace}/left", W, H) as left,
+          CameraProcess(f"{namespace}/right", W, H) as right):
+        assert node.autostart()
+        for i in range(2):
+            # Same stamp on both cameras, different pictures: each message must be its own camera's.
+            stamp = (9000 + i, 0)
+            for name, driver, seed in (("left", left, i), ("right", right, 10 + i)):
+                outputs = send_frame(driver, collector, stamp, [f"{name}/{t}" for t in TOPICS], seed=seed)
+                check_compressed(outputs[f"{name}/{COMPRESSED}"], outputs[f"{name}/depth/image"], "rvl", None, 100.0)
+            got = collector.wait(stamp, topics, 10.0)
+            assert not np.array_equal(image_array(got["left/depth/image"]), image_array(got["right/depth/image"]))
+            assert bytes(got[f"left/{COMPRESSED}"].data) != bytes(got[f"right/{COMPRESSED}"].data)
+    assert all(node.camera(name).outputs.compressed_depth.encoded >= 2 for name in cameras)
+
+
+def test_bad_values_are_refused_with_a_reason(ros):
+    node = ros.depth_node()
+    for name, value, reason in [
+        ("compressed_depth_format", "jpeg", "compressed_depth_format must be one of png, rvl, not 'jpeg'"),
+        ("compressed_depth_png_level", 10, ""),
+        ("compressed_depth_png_level", -1, ""),
+        ("compressed_depth_quantization", 0.0, ""),
+        ("compressed_depth_max", -1.0, ""),
+        ("compressed_depth_max", 0.3, "compressed_depth_max (0.3) must be 0 (max_depth) or above min_depth (0.5)"),
+    ]:
+        before = node.get_parameter(name).value
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason, (name, value, result.reason)
+        assert node.get_parameter(name).value == before
+    # min_depth may not rise to a set compressed_depth_max either.
+    assert node.set_parameters([Parameter("compressed_depth_max", value=2.0)])[0].successful
+    result = node.set_parameters([Parameter("min_depth", value=3.0)])[0]
+    assert not result.successful and "compressed_depth_max (2.0) must be 0" in result.reason
