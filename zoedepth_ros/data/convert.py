@@ -1,7 +1,9 @@
-"""`zoedepth-ros convert nyu|kitti`: benchmark datasets to evaluation bags (docs/evaluation.md).
+"""`zoedepth-ros convert nyu|kitti|kitti-drive`: benchmark datasets to evaluation bags
+(docs/evaluation.md).
 
 The conversions themselves are convert_nyu.py and convert_kitti.py, on the shared file and bag
-helpers of dataset_io.py (atomic bags, 10 Hz stamps in split order).
+helpers of dataset_io.py (atomic bags, 10 Hz stamps in split order), and kitti_drive.py (a whole
+raw drive in frame order, its own stamps, OXTS poses on /ground_truth/pose).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import convert_nyu_labeled, convert_nyu_official
 from zoedepth_ros.data.dataset_io import ConvertError
+from zoedepth_ros.data.kitti_drive import convert_kitti_drive
 
 
 def _positive(text: str) -> int:
@@ -28,7 +31,8 @@ def _add_bag_options(p: argparse.ArgumentParser) -> None:
                    help="RGB storage: raw rgb8 (default, exact) or compressed")
     p.add_argument("--gt-encoding", choices=("32FC1", "16UC1"), default="32FC1",
                    help="GT storage: 32FC1 metres (default, exact) or 16UC1 millimetres")
-    p.add_argument("--limit", type=_positive, metavar="N", help="convert only the first N frames of the split")
+    p.add_argument("--limit", type=_positive, metavar="N",
+                   help="convert only the first N frames of the split (kitti-drive: of the drive)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -36,7 +40,7 @@ def _add_bag_options(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p = subparsers.add_parser(
         name,
-        help="convert NYU Depth v2 or KITTI (Eigen split) to an evaluation bag",
+        help="convert NYU Depth v2 or KITTI (Eigen split, or a whole raw drive with poses) to an evaluation bag",
         description="Convert a benchmark split to an evaluation bag (docs/bag-layout.md) that records "
                     "its split and evaluation protocol; see docs/evaluation.md.",
     )
@@ -80,6 +84,28 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                             "(default); --no-kb-crop keeps full frames (the scorer still crops GT)")
     kitti.set_defaults(func=_run_kitti)
 
+    drive = sub.add_parser(
+        "kitti-drive",
+        help="one whole KITTI raw drive in frame order, camera poses from OXTS on /ground_truth/pose",
+        description="Every frame of a KITTI raw drive (image_02), in frame order, stamped from "
+                    "image_02/timestamps.txt, with the pose of camera 2's optical frame from the drive's OXTS "
+                    "(the devkit's convertOxtsToPose, then IMU to camera through calib_imu_to_velo.txt, "
+                    "calib_velo_to_cam.txt and calib_cam_to_cam.txt) on /ground_truth/pose and the annotated "
+                    "depth where the frame has it (frames without it: no GT, skipped when scored); "
+                    "protocol kitti. See docs/evaluation.md.",
+    )
+    _add_bag_options(drive)
+    drive.add_argument("--raw-root", type=Path, required=True,
+                       help="folder holding <date>/<drive>_sync/ (image_02, oxts) and <date>/calib_*.txt")
+    drive.add_argument("--drive", required=True, metavar="NAME",
+                       help="the drive, e.g. 2011_09_26_drive_0002_sync (the _sync may be left out)")
+    drive.add_argument("--gt-root", type=Path, required=True,
+                       help="folder holding <drive>_sync/proj_depth/groundtruth/ (directly or under train/ or val/)")
+    drive.add_argument("--split-name", help="split name recorded in the bag (default: the drive's name)")
+    drive.add_argument("--kb-crop", action=argparse.BooleanOptionalAction, default=True,
+                       help="store frames KB-cropped to 352x1216 (default); --no-kb-crop keeps full frames")
+    drive.set_defaults(func=_run_kitti_drive)
+
 
 def _bag_kwargs(args: argparse.Namespace) -> dict:
     return dict(storage=args.storage, image_format=args.image_format, gt_encoding=args.gt_encoding,
@@ -115,3 +141,12 @@ def _run_kitti(args: argparse.Namespace) -> int:
     # Official evaluation keeps frames without GT in the list and skips them when scoring.
     return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")
 
+
+
+def _run_kitti_drive(args: argparse.Namespace) -> int:
+    frames, without_gt = convert_kitti_drive(
+        args.raw_root, args.drive, args.gt_root, args.out,
+        split_name=args.split_name, kb_crop_frames=args.kb_crop, **_bag_kwargs(args),
+    )  # fmt: skip
+    # Drives have no annotated depth on their first and last 5 frames: written without GT.
+    return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")
