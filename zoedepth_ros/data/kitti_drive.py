@@ -25,8 +25,9 @@ where Tr_imu_to_velo and Tr_velo_to_cam are the `R|T` of the two calibration fil
 Velodyne, Velodyne to the unrectified camera 0), R_rect_00 rotates camera 0 into the rectified
 frame that all rectified cameras share, and T_02 translates by t = K^-1 P_rect_02[:, 3] (K the
 left 3x3 of P_rect_02): P_rect_02 = K [I | t] is the projection of rectified camera-0 points into
-image 2, so t is camera 2's offset (mostly the -0.06 m baseline in x; pykitti keeps only
-P[0, 3] / P[0, 0], millimetres away). So K @ (T_cam2_imu @ p_imu)[:3] is the devkit's
+image 2, so t takes rectified camera-0 points to camera 2 (2011_09_26: t = (0.0599, -0.0004,
+0.0027) m, camera 2 sits 6 cm left of camera 0; pykitti keeps only P[0, 3] / P[0, 0] = 0.0622,
+2 to 3 mm away). So K @ (T_cam2_imu @ p_imu)[:3] is the devkit's
 P_rect_02 @ R_rect_00 @ Tr_velo_to_cam @ p_velo, and its third coordinate is the depth the
 annotated maps hold. The optical frame's camera-to-world pose of frame k is
 oxts_pose_k @ inv(T_cam2_imu). Calibration rotations (printed to 7 digits) are projected onto the
