@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from zoedepth_ros.cli import main
 from zoedepth_ros.depth_codec import depth_to_mm16
@@ -26,9 +27,69 @@ def test_predict_outputs(tmp_path, tiny_checkpoint, capsys):
     mm = cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED)
     assert mm.dtype == np.uint16 and np.array_equal(mm, depth_to_mm16(depth))
     assert main(["predict", "--model", str(ckpt), "-o", str(tmp_path / "d.png"), str(tmp_path / "nope.png")]) == 2
+    assert "no such image, directory or video" in capsys.readouterr().err
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert main(["predict", "--model", str(ckpt), "-o", str(tmp_path / "d.png"), str(tmp_path / "broken.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
 
 
 def test_mm16_encoding():
     depth = np.array([[1.25, np.nan, -1.0, 70.0, 0.0, 65.5]], dtype=np.float32)
     assert depth_to_mm16(depth).tolist() == [[1250, 0, 0, 0, 0, 65500]]
+
+
+def frames_of_one_scene(count, seed=0):
+    """A still scene with a camera's noise on every frame."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 215, (6, 8, 3)).repeat(15, axis=0).repeat(15, axis=1)
+    return [np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8) for _ in range(count)]
+
+
+def test_a_directory_is_predicted_frame_by_frame_through_the_filter(tmp_path, tiny_checkpoint, capsys):
+    from zoedepth_ros.inference.temporal_filter import make_temporal_filter
+
+    ckpt = tiny_checkpoint("N")
+    images = tmp_path / "images"
+    images.mkdir()
+    frames = frames_of_one_scene(4)
+    for i, rgb in reversed(list(enumerate(frames))):  # written out of order: read sorted by name
+        cv2.imwrite(str(images / f"{i:03d}.png"), rgb[..., ::-1])
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "depth"
+    assert main(["predict", "--model", ckpt, "-o", str(out), "--temporal-filter", "ema", "--no-progress",
+                 "--colormap", str(tmp_path / "colour"), str(images)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:03d}.npy" for i in range(4)]
+    assert len(list((tmp_path / "colour").iterdir())) == 4
+    estimator = DepthEstimator(load_model(ckpt), device="cpu", flip_tta=True, pad=True)
+    flt = make_temporal_filter("ema")
+    for i, rgb in enumerate(frames):
+        expected = flt.filter(estimator.predict(rgb).depth, i * 100_000_000, None)
+        np.testing.assert_allclose(np.load(out / f"{i:03d}.npy"), expected, rtol=1e-6)
+        if i == 0:  # the first frame of a sequence is the prediction itself
+            np.testing.assert_allclose(expected, estimator.predict(rgb).depth, rtol=1e-6)
+    assert "4 frames in" in capsys.readouterr().out
+    # A directory needs a directory to write to, and a filter the node knows.
+    assert main(["predict", "--model", ckpt, "-o", str(tmp_path / "x.npy"), str(images)]) == 2
+    assert "--output must be a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", ckpt, "-o", str(out), "--temporal-filter", "median", str(images)])
+
+
+def test_a_video_is_predicted_frame_by_frame(tmp_path, tiny_checkpoint):
+    ckpt = tiny_checkpoint("N")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (120, 90))
+    assert writer.isOpened()
+    for rgb in frames_of_one_scene(3, seed=1):
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+    writer.release()
+    out = tmp_path / "depth"
+    assert main(["predict", "--model", ckpt, "-o", str(out), "--format", "png", "--no-progress", str(video)]) == 0
+    capture, decoded = cv2.VideoCapture(str(video)), []
+    while (read := capture.read())[0]:
+        decoded.append(np.ascontiguousarray(read[1][..., ::-1]))
+    assert len(decoded) == 3
+    estimator = DepthEstimator(load_model(ckpt), device="cpu", flip_tta=True, pad=True)
+    for i, rgb in enumerate(decoded):
+        mm = cv2.imread(str(out / f"frame_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(mm, depth_to_mm16(estimator.predict(rgb).depth))

@@ -12,6 +12,7 @@ layering).
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from functools import cache
@@ -268,3 +269,30 @@ def test_no_import_cycles():
         "import cycles in the package (imports inside functions count: move what both sides need into "
         "a module of its own, or the command-line code out of the library module):\n" + "\n".join(cycles))
 
+
+
+def _code_map_rows() -> dict[str, str]:
+    """README's "Code map" rows: the path in the first cell -> the row."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Code map"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            rows[line.split("`")[1]] = line
+    return rows
+
+
+def test_every_module_is_on_the_readme_code_map():
+    """Each module is named in the row of its directory (`zoedepth_ros/*.py` for the top level)."""
+    rows = _code_map_rows()
+    missing = []
+    for name, path in MODULES.items():
+        if path.name == "__init__.py":
+            continue
+        directory = path.parent.relative_to(ROOT).as_posix()
+        row = rows.get(f"{directory}/") or (rows.get(f"{PACKAGE}/*.py") if directory == PACKAGE else None)
+        words = set(re.findall(r"\w+", row or ""))
+        if path.stem not in words:
+            missing.append(f"{name} (row {directory}/)")
+    assert not missing, f"README code map does not name: {', '.join(missing)}"

@@ -1,4 +1,5 @@
-"""`zoedepth-ros predict`: metric depth of one image file."""
+"""`zoedepth-ros predict`: metric depth of an image file, a directory of images or a video, one
+output per frame, optionally filtered over time as the depth node filters a camera's."""
 
 from __future__ import annotations
 
@@ -9,18 +10,33 @@ import numpy as np
 
 from zoedepth_ros.argtypes import add_engine_argument
 from zoedepth_ros.depth_codec import depth_to_mm16
+from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
+
+OUTPUT_FORMATS = (".npy", ".png")
 
 
 def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(
-        name, help="predict metric depth for an image file",
-        description="Run ZoeDepth on IMAGE and write metric depth: .npy (float32 metres) or .png "
-                    "(uint16 millimetres, 0 = invalid); optionally a colour picture of it.")
-    p.add_argument("image", type=Path, help="input image (any format OpenCV reads)")
+        name, help="predict metric depth for an image, a directory of images or a video",
+        description="Run ZoeDepth on INPUT and write metric depth: .npy (float32 metres) or .png (uint16 "
+                    "millimetres, 0 = invalid); optionally a colour picture of it. INPUT is an image file, a "
+                    "directory of images (sorted by name) or a video file: for the last two, --output is a "
+                    "directory that gets one file per frame, named after the image (or frame_NNNNNN).")
+    p.add_argument("input", type=Path, help="image, directory of images, or video (anything OpenCV reads)")
     p.add_argument("--model", required=True,
                    help="preset name, official .pt, Hugging Face directory or project .safetensors")
-    p.add_argument("--output", "-o", type=Path, required=True, help="output .npy or .png")
-    p.add_argument("--colormap", type=Path, help="also write a viewable colour PNG of the depth")
+    p.add_argument("--output", "-o", type=Path, required=True,
+                   help="output .npy or .png for an image; a directory for a directory or a video")
+    p.add_argument("--format", choices=[s[1:] for s in OUTPUT_FORMATS], default="npy",
+                   help="with a directory or a video: each frame as .npy metres or .png millimetres (default npy)")
+    p.add_argument("--colormap", type=Path,
+                   help="also write a viewable colour PNG of the depth (a directory for a directory or a video)")
+    p.add_argument("--temporal-filter", choices=TEMPORAL_FILTERS, default=DEFAULT_TEMPORAL_FILTER,
+                   help="filter the frames' depth over time as the depth node's temporal_filter does "
+                        "(docs/node.md); it restarts where the stamps start a new sequence (default none)")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="frame rate (Hz) of a directory of images, and of a video that states none: the stamps "
+                        "the temporal filter sees (default 10)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     add_engine_argument(p)
@@ -29,34 +45,62 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--pad", action=argparse.BooleanOptionalAction, default=True,
                    help="reflect-pad before the network (official infer default: on)")
     p.add_argument("--kitti-max-depth", type=float, help="override the KITTI head's maximum depth (metres)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _write(depth: np.ndarray, output: Path, colormap: Path | None) -> None:
     import cv2
 
     from zoedepth_ros.colormap import colorize
     from zoedepth_ros.errors import ZoeDepthError
+
+    if output.suffix == ".npy":
+        np.save(output, depth)
+    elif not cv2.imwrite(str(output), depth_to_mm16(depth)):
+        raise ZoeDepthError(f"cannot write {output}")
+    if colormap is not None and not cv2.imwrite(str(colormap), colorize(depth)[..., ::-1]):
+        raise ZoeDepthError(f"cannot write {colormap}")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from zoedepth_ros.errors import ZoeDepthError
+    from zoedepth_ros.image_sources import ImageSource
     from zoedepth_ros.inference import DepthEstimator
     from zoedepth_ros.inference.engines import load_source
+    from zoedepth_ros.inference.temporal_filter import make_temporal_filter
 
-    if args.output.suffix not in (".npy", ".png"):
+    if not 0 < args.rate < float("inf"):
+        raise ZoeDepthError(f"--rate must be a positive number of frames per second, not {args.rate}")
+    source = ImageSource(args.input, args.rate)
+    single = source.kind == "image"
+    if single and args.output.suffix not in OUTPUT_FORMATS:
         raise ZoeDepthError(f"--output must end in .npy or .png, not {args.output.name}")
-    bgr = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ZoeDepthError(f"cannot read image {args.image}")
+    if not single and args.output.suffix in OUTPUT_FORMATS:
+        raise ZoeDepthError(f"{args.input} is a {source.kind}: --output must be a directory, not {args.output.name}")
     estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
                                precision=args.precision, flip_tta=args.flip_tta, pad=args.pad, engine=args.engine)
-    pred = estimator.predict(np.ascontiguousarray(bgr[..., ::-1]))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    if args.output.suffix == ".npy":
-        np.save(args.output, pred.depth)
-    elif not cv2.imwrite(str(args.output), depth_to_mm16(pred.depth)):
-        raise ZoeDepthError(f"cannot write {args.output}")
-    if args.colormap is not None and not cv2.imwrite(str(args.colormap), colorize(pred.depth)[..., ::-1]):
-        raise ZoeDepthError(f"cannot write {args.colormap}")
-    finite = pred.depth[np.isfinite(pred.depth)]
-    route = f", head {pred.domain}" if pred.domain else ""
-    print(f"{args.output}: {pred.depth.shape[1]}x{pred.depth.shape[0]}, "
-          f"depth {finite.min():.2f}..{finite.max():.2f} m{route}")
+    flt = make_temporal_filter(args.temporal_filter)
+    (args.output.parent if single else args.output).mkdir(parents=True, exist_ok=True)
+    if args.colormap is not None:
+        (args.colormap.parent if single else args.colormap).mkdir(parents=True, exist_ok=True)
+    frames = low = high = 0
+    for frame in tqdm(source, total=len(source) or None, desc=args.input.name, unit="frame",
+                      disable=not args.progress or single):
+        pred = estimator.predict(frame.rgb)
+        depth = flt.filter(pred.depth, frame.stamp_ns, None)
+        if single:
+            _write(depth, args.output, args.colormap)
+        else:
+            _write(depth, args.output / f"{frame.name}.{args.format}",
+                   None if args.colormap is None else args.colormap / f"{frame.name}.png")
+        finite = depth[np.isfinite(depth)]
+        low = min(low, float(finite.min())) if frames else float(finite.min())
+        high = max(high, float(finite.max())) if frames else float(finite.max())
+        frames += 1
+    route = f", head {pred.domain}" if single and pred.domain else ""
+    where = args.output if single else f"{frames} frames in {args.output}"
+    print(f"{where}: {pred.depth.shape[1]}x{pred.depth.shape[0]}, depth {low:.2f}..{high:.2f} m{route}")
     return 0
