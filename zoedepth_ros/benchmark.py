@@ -9,7 +9,9 @@ Parts (interleaved iterations in alternating order, medians after warm-up, ratio
 - node:      the depth node in its own process, a publisher/subscriber process (this one) over
              DDS: closed-loop latency p50/p95/p99 of depth (+ camera_info, colormap) and of
              depth + organized cloud, open-loop throughput, and the node overhead (latency minus
-             the forward time of the same model measured here);
+             the forward time of the same model measured here); with --node-compressed-depth
+             png|rvl also the depth latency with depth/image/compressedDepth subscribed against
+             without, in alternating blocks;
 - multicam:  N cameras (--cameras, default 1,2,4) at --frame over DDS, open loop at --multicam-rate
              per camera: one node serving all N (`cameras`) against N single-camera nodes, per-camera
              FPS and age p50/p99, the node processes' peak RSS and PSS against one single-camera node's
@@ -62,6 +64,9 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--node-frames", type=int, default=100, help="closed-loop frames per node configuration")
     p.add_argument("--node-rate", type=float, default=100.0, help="open-loop publish rate (Hz)")
+    p.add_argument("--node-compressed-depth", choices=("png", "rvl"),
+                   help="node part: also time the depth with depth/image/compressedDepth (this format, the node's "
+                        "default level and quantization) subscribed against without, in alternating blocks")
     p.add_argument("--cameras", default="1,2,4", help="multicam part: comma list of camera counts N (1 is "
                    "always run: one single-camera node is the memory reference)")
     p.add_argument("--multicam-arch", default="tiny-NK", help="model of the multicam part (ZoeD_M12_NK: full size)")
@@ -137,7 +142,7 @@ def run(args) -> int:
             raise SystemExit(f"--dds-profile {profile}: no such file (use shipped, none or an XML file)")
     if "node" in parts:
         node = bench_node(args.node_arch, args.node_img_size, args.frame, args.node_frames, warmup=5,
-                          rate_s=1.0 / args.node_rate, profile=profile)
+                          rate_s=1.0 / args.node_rate, profile=profile, compressed_depth=args.node_compressed_depth)
         results["node"] = {**node, "dds_profile": profile or "Fast DDS defaults"}
         print_node(f"\n(c) node end to end, {args.node_arch} at img_size {'x'.join(map(str, args.node_img_size))}, "
                    f"{results['frame']} rgb8 over DDS "

@@ -53,6 +53,19 @@ def print_node(title: str, node: dict) -> None:
                   f"{r['node_inference_p50_ms']:.1f} ms (p50); "
                   f"latency minus the latter {r['transport_p50_ms']:.1f} ms "
                   "(decode, outputs, DDS both ways)")
+    compared = node.get("compressedDepth")
+    if compared:
+        for key, label in (("without", "depth, compressedDepth not subscribed"),
+                           ("with", "depth, compressedDepth subscribed")):
+            r = compared[key]
+            print(f"  {label}: p50 {r.get('p50_ms', float('nan')):.1f} ms, p95 {r.get('p95_ms', float('nan')):.1f}"
+                  f", overhead p50 {r.get('overhead_p50_ms', float('nan')):.1f} ms ({r['frames']} frames, "
+                  f"{r['lost']} lost)")
+        paired = compared.get("paired_difference_ms", float("nan"))
+        print(f"  subscribed minus not, depth p50: {compared.get('difference_p50_ms', float('nan')):+.1f} ms, median "
+              f"of {compared.get('rounds', 0)} rounds' differences {paired:+.1f} ms; "
+              f"compressedDepth received for {compared['compressed_received']} of {compared['compressed_expected']} "
+              f"frames, latency p50 {compared.get('compressed_p50_ms', float('nan')):.1f} ms")
     o = node["open_loop"]
     print(f"  open loop: sent {o['sent_hz']:.0f} Hz, output {o['output_hz']:.1f} Hz,"
           f" age p50 {o['age_p50_ms']:.1f} ms, p99 {o['age_p99_ms']:.1f} ms")

@@ -14,21 +14,22 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from zoedepth_ros.bench.timing import camera_frame
 
 
 def drive_node(namespace: str, node_proc, node_log, frame, frames: int, warmup: int, rate_s: float,
-               forward: dict) -> dict:
+               forward: dict, compressed_depth: bool = False) -> dict:
     """Closed-loop latencies of depth and of depth + cloud, then open-loop throughput, of the node
     `node_proc` (writing to `node_log`) under `namespace`, with `frame`-sized rgb8 images; the
     overhead is taken against `forward` (this process's forward time) when the node's is missing.
-    Initialises and shuts down rclpy."""
+    With `compressed_depth`, also the depth latency with depth/image/compressedDepth subscribed
+    against without, in alternating blocks. Initialises and shuts down rclpy."""
     rclpy.init()
     client = rclpy.create_node("zoedepth_bench_camera", namespace=namespace)
     try:
-        return _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward)
+        return _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, compressed_depth)
     finally:
         client.destroy_node()
         rclpy.try_shutdown()
@@ -66,7 +67,7 @@ class _NodeDriver:
         self.image_pub = client.create_publisher(Image, "image", self.qos)
         self.info_pub = client.create_publisher(CameraInfo, "camera_info", self.qos)
         self.msg, self.info = camera_messages(height, width)
-        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
+        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}, "compressedDepth": {}}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.node_diagnostics: dict[str, str] = {}  # the node's own latency figures (/diagnostics)
@@ -95,6 +96,18 @@ class _NodeDriver:
     def subscribe_points(self) -> None:
         self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
         time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
+
+    def toggle_compressed_depth(self, on: bool) -> None:
+        """Subscribe depth/image/compressedDepth (serialized, arrivals kept), or unsubscribe; return
+        once matched (the node encodes only for subscribers) and the node's side had time to see it."""
+        if on:
+            self.compressed = self.client.create_subscription(
+                CompressedImage, "depth/image/compressedDepth", self._on("compressedDepth"), self.qos, raw=True)
+            if not self.wait_for(lambda: self.compressed.get_publisher_count() > 0, 10):
+                raise SystemExit("the node's depth/image/compressedDepth did not match within 10 s")
+        else:
+            self.client.destroy_subscription(self.compressed)
+        time.sleep(0.5)  # discovery reaches the node's side a little after this one's
 
     def wait_for(self, predicate, timeout: float) -> bool:
         """Sleep until an output makes `predicate` true (no polling: the node shares the CPUs)."""
@@ -158,15 +171,59 @@ class _NodeDriver:
         }
 
 
-def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward) -> dict:
+def compare_compressed_depth(driver, frames: int, warmup: int, stats) -> dict:
+    """Depth latency without and with depth/image/compressedDepth subscribed, in alternating blocks
+    of about 10 frames each (drifting load hits both alike), each block after `warmup` frames: the
+    p50 of each side's frames, and the median over the rounds of the difference of a round's two
+    block p50s (robust to the load changing between rounds). The client
+    sends the next frame as soon as the depth is here, so the encode of one frame runs beside the
+    next one's inference, as at a camera's rate. Also the compressedDepth messages: how many came
+    (the node keeps only the newest frame to encode) and their latency."""
+    blocks: dict[bool, list[float]] = {False: [], True: []}
+    sent: list[int] = []  # stamps of the frames timed with compressedDepth subscribed
+    rounds = max(1, min(10, frames // 10))
+    per_block = max(1, frames // rounds)
+    paired = []
+    for _ in range(rounds):
+        without = driver.closed_loop(("depth",), per_block, warmup)
+        driver.toggle_compressed_depth(True)
+        with driver.lock:
+            before = set(driver.arrivals["depth"])
+        with_ = driver.closed_loop(("depth",), per_block, warmup)
+        blocks[False] += without
+        blocks[True] += with_
+        if without and with_:
+            paired.append((np.median(with_) - np.median(without)) * 1000.0)
+        with driver.lock:
+            block = [s for s in driver.arrivals["depth"] if s not in before][warmup:]
+        sent += block
+        if block:  # the block's last encode, before unsubscribing (none newer replaces it)
+            driver.wait_for(lambda last=block[-1]: last in driver.arrivals["compressedDepth"], 5)
+        driver.toggle_compressed_depth(False)
+    with driver.lock:
+        compressed = {s: driver.arrivals["compressedDepth"][s] - s / 1e9 for s in sent
+                      if s in driver.arrivals["compressedDepth"]}
+    result = {"without": stats(blocks[False], per_block * rounds), "with": stats(blocks[True], per_block * rounds),
+              "compressed_received": len(compressed), "compressed_expected": len(sent)}
+    if compressed:
+        result["compressed_p50_ms"] = float(np.percentile(list(compressed.values()), 50)) * 1000.0
+    if "p50_ms" in result["without"] and "p50_ms" in result["with"]:
+        result["difference_p50_ms"] = result["with"]["p50_ms"] - result["without"]["p50_ms"]
+    if paired:
+        result["paired_difference_ms"] = float(np.median(paired))
+        result["rounds"] = len(paired)
+    return result
+
+
+def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, compressed_depth=False) -> dict:
     driver = _NodeDriver(client, node_proc, node_log, frame)
     executor = SingleThreadedExecutor()
     executor.add_node(client)
     threading.Thread(target=executor.spin, daemon=True).start()
 
-    def stats(latencies):
+    def stats(latencies, expected=frames):
         ms = np.asarray(latencies) * 1000.0
-        out = {"frames": int(ms.size), "lost": frames - int(ms.size)}
+        out = {"frames": int(ms.size), "lost": expected - int(ms.size)}
         if ms.size:
             out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
         return out
@@ -196,6 +253,11 @@ def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward) 
 
     try:
         results = {"depth": with_node_timing(stats(driver.closed_loop(("depth",), frames, warmup)))}
+        if compressed_depth:
+            results["compressedDepth"] = compare_compressed_depth(driver, frames, warmup, stats)
+            # One forward p50 for both (the node's window spans the alternating blocks).
+            for key in ("without", "with"):
+                with_node_timing(results["compressedDepth"][key])
         driver.subscribe_points()
         results["depth+cloud"] = with_node_timing(stats(driver.closed_loop(("depth", "points"), frames, warmup)))
         results["open_loop"] = driver.open_loop(rate_s, max(3.0, frames * 0.05))
