@@ -2,7 +2,7 @@
 own reading of the plugin's format (compressed_depth_reference.py, not the project's decoder),
 png and rvl give the node's depth/image to within the quantization bound with the same NaN mask;
 nothing is encoded while nobody subscribes; each camera of a two-camera node has its own; bad
-parameter values are refused."""
+parameter values are refused; a bag recorded from the node scores the same on both topics."""
 
 from __future__ import annotations
 
@@ -13,12 +13,26 @@ import pytest
 from compressed_depth_reference import error_bounds, plugin_params, reference_decode
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from test_compressed_depth_bags import H as BAG_H
+from test_compressed_depth_bags import W as BAG_W
+from test_compressed_depth_bags import evaluate, write_bag
 from test_node import RampedEstimator
 
 from zoedepth_ros.compressed_depth import encode_compressed_depth, nearest_depth
+from zoedepth_ros.data.bag import read_frames
+from zoedepth_ros.data.bag_layout import make_header, make_image_msg, typestore
+from zoedepth_ros.data.synth import write_synth_bag
 
-from ros_helpers import CameraProcess, image_array, reliable_inputs, send_frame, stamp_key, wait_until
+from ros_helpers import (
+    CameraProcess,
+    image_array,
+    image_message,
+    reliable_inputs,
+    send_frame,
+    stamp_key,
+    wait_until,
+)
 
 W, H = 40, 30
 MIN_DEPTH, MAX_DEPTH = 0.5, 50.0
@@ -151,3 +165,67 @@ def test_bad_values_are_refused_with_a_reason(ros):
     assert node.set_parameters([Parameter("compressed_depth_max", value=2.0)])[0].successful
     result = node.set_parameters([Parameter("min_depth", value=3.0)])[0]
     assert not result.successful and "compressed_depth_max (2.0) must be 0" in result.reason
+
+
+def record_from_the_node(ros, frames) -> dict[str, list]:
+    """Play `frames` (BagFrame) to the node one at a time, as a replay does, and record its
+    depth/image and depth/image/compressedDepth as `ros2 bag record` would store them (rosbags
+    messages, the node's bytes unchanged), keyed by the bag topics /cam/depth/image[/compressedDepth]."""
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    client = ros.client("bag_player")
+    image_pub = client.create_publisher(Image, "image", reliable)
+    info_pub = client.create_publisher(CameraInfo, "camera_info", reliable)
+    collector = ros.collector(TOPICS)
+    node = ros.depth_node()
+    compressed_type = typestore().types["sensor_msgs/msg/CompressedImage"]
+    recorded = {"/cam/depth/image": [], "/cam/depth/image/compressedDepth": []}
+    with ros.spin():
+        assert node.autostart()
+        assert wait_until(lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0,
+                          timeout=10.0)
+        for frame in frames:
+            msg = image_message(frame.rgb, "rgb8")
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
+            msg.header.frame_id = frame.frame_id
+            k = [float(v) for v in frame.K.reshape(-1)]
+            info = CameraInfo(header=msg.header, width=BAG_W, height=BAG_H, distortion_model="plumb_bob", k=k,
+                              p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0], d=[0.0] * 5,
+                              r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+            info_pub.publish(info)
+            image_pub.publish(msg)
+            got = collector.wait(stamp_key(msg.header), TOPICS, 20.0)
+            assert got is not None, f"no outputs for frame {frame.stamp_ns}"
+            depth_msg, compressed_msg = got["depth/image"], got[COMPRESSED]
+            recorded["/cam/depth/image"].append(
+                (frame.stamp_ns, make_image_msg(image_array(depth_msg), frame.stamp_ns, frame.frame_id)))
+            recorded["/cam/depth/image/compressedDepth"].append((frame.stamp_ns, compressed_type(
+                header=make_header(frame.stamp_ns, frame.frame_id), format=compressed_msg.format,
+                data=np.frombuffer(bytes(compressed_msg.data), np.uint8))))
+    return recorded
+
+
+def test_a_bag_recorded_from_the_node_scores_the_same_on_both_topics(ros, ramped, tmp_path):
+    frames = list(read_frames(write_synth_bag(tmp_path / "synth", frames=3, size=(BAG_H, BAG_W), progress=False)))
+    recorded = record_from_the_node(ros, frames)
+    predictions = [image_array_of(msg) for _, msg in recorded["/cam/depth/image"]]
+    valid = np.concatenate([p[np.isfinite(p)] for p in predictions]).astype(np.float64)
+    assert valid.size > 100 and valid.max() > 20.0  # the ramp reaches where the error is centimetres
+    # Each predicted pixel p is read back as p + e, 0 <= e < high(p) <= r p: abs_rel moves by at most
+    # r (1 + abs_rel), rmse by at most max(e) (triangle inequality), rmse_log by at most log(1 + r).
+    _, high = error_bounds(valid, 100.0)
+    r = float((high / valid).max())
+    for storage in ("sqlite3", "mcap"):
+        bag = write_bag(tmp_path / f"recorded_{storage}", frames, recorded, storage)
+        raw = evaluate(bag, "/cam/depth/image", tmp_path / f"raw_{storage}")
+        compressed = evaluate(bag, "/cam/depth/image/compressedDepth", tmp_path / f"compressed_{storage}")
+        assert raw["frames"] == compressed["frames"] == 3
+        assert compressed["frames_unpaired"] == raw["frames_unpaired"] == 0
+        assert compressed["abs_rel"] == pytest.approx(raw["abs_rel"], abs=r * (1 + raw["abs_rel"]))
+        assert compressed["rmse"] == pytest.approx(raw["rmse"], abs=float(high.max()))
+        assert compressed["rmse_log"] == pytest.approx(raw["rmse_log"], abs=float(np.log1p(r)))
+        assert compressed["abs_rel"] != raw["abs_rel"]  # the quantization is really there
+
+
+def image_array_of(msg) -> np.ndarray:
+    """HxW float32 of a rosbags 32FC1 Image."""
+    return np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
