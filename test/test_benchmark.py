@@ -183,3 +183,15 @@ def test_codec_part_reports_bytes_and_times_per_codec(tmp_path, capsys):
             assert r["encode"]["n"] == r["decode"]["n"] == 2 and r["encode"]["median_ms"] > 0
     assert rows[-1]["valid_fraction"] < 1  # the outdoor sky has no depth
     assert "png level 9" in capsys.readouterr().out
+
+
+def test_filter_part_times_every_temporal_filter(tmp_path, capsys):
+    from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS
+
+    out = tmp_path / "filter.json"
+    assert main(["benchmark", "--parts", "filter", "--frame", "48x64", "--iters", "3", "--warmup", "1",
+                 "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["filter"]
+    assert [r["filter"] for r in rows] == list(TEMPORAL_FILTERS)
+    assert all(r["n"] == 3 and r["p90_ms"] >= r["median_ms"] > 0 for r in rows)
+    assert "scale+ema" in capsys.readouterr().out

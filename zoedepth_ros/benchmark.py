@@ -18,6 +18,8 @@ Parts (interleaved iterations in alternating order, medians after warm-up, ratio
              (the node's max_batch: --multicam-max-batch, default its auto);
 - parity:    each --engines engine against our PyTorch model on both NK routes and a mixed batch
              (median relative difference, error against our float64 within our float32's);
+- filter:    each temporal filter (the node's temporal_filter) per --frame prediction, on a noisy
+             stream of one still scene (no model);
 - codec:     recording the depth at --frame: raw 32FC1 against image_transport's compressedDepth
              (PNG levels 1, 3, 9 and RVL) on synthetic indoor and outdoor ground truth, encode and
              decode ms and bytes per frame (no model).
@@ -36,13 +38,14 @@ from zoedepth_ros.argtypes import at_least, hw_size
 from zoedepth_ros.bench.codec import bench_codec, print_codec
 from zoedepth_ros.bench.engines import bench_parity
 from zoedepth_ros.bench.estimator import bench_estimator
+from zoedepth_ros.bench.filter import bench_filter, print_filter
 from zoedepth_ros.bench.forward import bench_forward
 from zoedepth_ros.bench.models import build_models
 from zoedepth_ros.bench.multicam import bench_multicam, markdown_rows, print_multicam
 from zoedepth_ros.bench.node import bench_node
 from zoedepth_ros.bench.report import machine, print_node, print_table, write_json
 
-PARTS = ("forward", "estimator", "node", "multicam", "parity", "codec")
+PARTS = ("forward", "estimator", "node", "multicam", "parity", "filter", "codec")
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -57,7 +60,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--size", type=hw_size, default=(384, 512),
                    help="network input HxW for the forward part (multiples of 32)")
     p.add_argument("--frame", type=hw_size, default=(480, 640),
-                   help="camera frame HxW for the estimator, node and codec parts")
+                   help="camera frame HxW for the estimator, node, filter and codec parts")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
     p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
@@ -166,9 +169,13 @@ def run(args) -> int:
                  f"{args.multicam_seconds:g} s per setup (age: the slowest camera's)")
         print_multicam(title, rows)
         print("\n".join(markdown_rows(rows)))
+    if "filter" in parts:
+        results["filter"] = bench_filter(args.frame, args.iters, args.warmup)
+        print_filter(f"\n(f) temporal filters at {results['frame']}, per frame ({args.iters} frames after "
+                     f"{args.warmup} untimed)", results["filter"])
     if "codec" in parts:
         results["codec"] = bench_codec(args.frame, args.iters, args.warmup)
-        print_codec(f"\n(f) recording depth at {results['frame']}: raw 32FC1 against compressedDepth "
+        print_codec(f"\n(g) recording depth at {results['frame']}: raw 32FC1 against compressedDepth "
                     f"(synthetic GT, {args.iters} rounds)", results["codec"])
     if args.out:
         write_json(args.out, results)
