@@ -7,10 +7,12 @@ parameter values are refused; a bag recorded from the node scores the same on bo
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 import pytest
 from compressed_depth_reference import error_bounds, plugin_params, reference_decode
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -123,6 +125,30 @@ def test_not_encoded_while_nobody_subscribes(ros, ramped):
         for i in range(3, 5):
             send_frame(camera, collector, (8000 + i, 0), ["depth/image"], seed=i)
         assert stage.encoded == 1
+
+
+def test_an_encode_in_flight_is_published_before_deactivation(ros, monkeypatch, capfd):
+    """Deactivation waits for the frame handed to the encoder: its message goes out while the
+    publisher is still active, instead of being dropped with rclpy's 'not activated' warning."""
+    import zoedepth_ros.ros.outputs as outputs
+
+    encode = outputs.encode_compressed_depth
+
+    def slow_encode(*args, **kwargs):
+        time.sleep(0.5)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(outputs, "encode_compressed_depth", slow_encode)
+    node = ros.depth_node()
+    collector = ros.collector(TOPICS)
+    with ros.spin(), ros.camera() as camera:
+        assert node.autostart()
+        send_frame(camera, collector, (8500, 0), TOPICS)  # matched and running
+        camera.send(stamp=[8501, 0], seed=1)
+        assert collector.wait((8501, 0), ["depth/image"], 20.0) is not None
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # the encode is still sleeping
+        assert collector.wait((8501, 0), [COMPRESSED], 5.0) is not None
+    assert "not activated" not in capfd.readouterr().err
 
 
 def test_each_camera_of_a_two_camera_node_gets_its_own(ros, ramped, namespace):
