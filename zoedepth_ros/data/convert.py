@@ -11,17 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zoedepth_ros.argtypes import positive_int
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import convert_nyu_labeled, convert_nyu_official
 from zoedepth_ros.data.dataset_io import ConvertError
 from zoedepth_ros.data.kitti_drive import convert_kitti_drive
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _add_bag_options(p: argparse.ArgumentParser) -> None:
@@ -31,7 +25,7 @@ def _add_bag_options(p: argparse.ArgumentParser) -> None:
                    help="RGB storage: raw rgb8 (default, exact) or compressed")
     p.add_argument("--gt-encoding", choices=("32FC1", "16UC1"), default="32FC1",
                    help="GT storage: 32FC1 metres (default, exact) or 16UC1 millimetres")
-    p.add_argument("--limit", type=_positive, metavar="N",
+    p.add_argument("--limit", type=positive_int, metavar="N",
                    help="convert only the first N frames of the split (kitti-drive: of the drive)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
