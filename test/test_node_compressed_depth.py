@@ -119,6 +119,8 @@ def test_not_encoded_while_nobody_subscribes(ros, ramped):
         send_frame(camera, collector, (8002, 0), ["depth/image"], seed=2)
         assert wait_until(lambda: [stamp_key(m.header) for m in received] == [(8002, 0)], timeout=10.0)
         assert wait_until(lambda: stage.encoded == 1, timeout=5.0)
+        reported, _ = node.camera().report(active=True)  # on /diagnostics, once something was encoded
+        assert (reported["compressedDepth published"], reported["compressedDepth skipped (encoder busy)"]) == ("1", "0")
 
         listener.destroy_subscription(subscription)
         assert wait_until(lambda: publisher.get_subscription_count() == 0, timeout=10.0)

@@ -249,6 +249,11 @@ class Camera:
             return values, None
         snapshot, recent, missed = self.stats.snapshot()
         values.update(snapshot)
+        outputs = self.outputs
+        if outputs is not None and outputs.compressed_depth.encoded:
+            # Its encoder keeps the newest frame only: what it skipped says it cannot keep up.
+            values["compressedDepth published"] = str(outputs.compressed_depth.encoded)
+            values["compressedDepth skipped (encoder busy)"] = str(outputs.compressed_depth.replaced)
         problems = []
         if self.camera_info is None and self._settings().fallback_hfov_deg == 0.0:
             problems.append("no camera_info: publishing depth only")
