@@ -132,15 +132,15 @@ def test_not_encoded_while_nobody_subscribes(ros, ramped):
 def test_an_encode_in_flight_is_published_before_deactivation(ros, monkeypatch, capfd):
     """Deactivation waits for the frame handed to the encoder: its message goes out while the
     publisher is still active, instead of being dropped with rclpy's 'not activated' warning."""
-    import zoedepth_ros.ros.outputs as outputs
+    from zoedepth_ros.ros.outputs import EncoderProcess
 
-    encode = outputs.encode_compressed_depth
+    encode = EncoderProcess.encode
 
     def slow_encode(*args, **kwargs):
         time.sleep(0.5)
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(outputs, "encode_compressed_depth", slow_encode)
+    monkeypatch.setattr(EncoderProcess, "encode", slow_encode)
     node = ros.depth_node()
     collector = ros.collector(TOPICS)
     with ros.spin(), ros.camera() as camera:
@@ -257,3 +257,28 @@ def test_a_bag_recorded_from_the_node_scores_the_same_on_both_topics(ros, ramped
 def image_array_of(msg) -> np.ndarray:
     """HxW float32 of a rosbags 32FC1 Image."""
     return np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
+
+
+def test_the_encoder_process_encodes_as_the_codec_and_survives_its_death():
+    from zoedepth_ros.ros.outputs import EncoderProcess
+
+    depth = np.geomspace(0.3, 40.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    depth[::7, ::5] = np.nan
+    encoder = EncoderProcess()
+    try:
+        for fmt in ("png", "rvl"):
+            assert encoder.encode(depth, fmt, depth_max=20.0, quantization=150.0, png_level=3) == \
+                encode_compressed_depth(depth, fmt, depth_max=20.0, quantization=150.0, png_level=3)
+        with pytest.raises(ValueError, match="compressedDepth format must be png or rvl, not 'jpeg'"):
+            encoder.encode(depth, "jpeg")
+        first = encoder._proc
+        first.kill()
+        first.wait()
+        with pytest.raises(RuntimeError, match="the encoder process ended"):
+            encoder.encode(depth, "png")
+        assert encoder.encode(depth, "png") == encode_compressed_depth(depth, "png")  # a new process
+        assert encoder._proc.pid != first.pid
+    finally:
+        last = encoder._proc
+        encoder.close()
+    assert last.returncode == 0  # ended by its stdin closing, not killed

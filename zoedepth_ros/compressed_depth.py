@@ -24,8 +24,12 @@ to a wrong far depth), so a near obstacle stays near. The decoded depth d' of a 
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import signal
 import struct
-from typing import Any, Literal
+import sys
+from typing import Any, BinaryIO, Literal
 
 import cv2
 import numpy as np
@@ -305,3 +309,33 @@ def decode_compressed_depth(fmt: str, data: Any, *, max_pixels: int | None = Non
 def decode_compressed_depth_msg(msg: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """`decode_compressed_depth` of a sensor_msgs/CompressedImage (rclpy or rosbags)."""
     return decode_compressed_depth(msg.format, msg.data, max_pixels=max_pixels)
+
+
+# --- an encoder process ------------------------------------------------------------------------
+
+
+def serve_encoder(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Encode until `requests` ends: each request a pickled (depth, fmt, keyword options) of
+    `encode_compressed_depth`, each reply a pickled ("ok", format, data) or ("error", message).
+    `python -m zoedepth_ros.compressed_depth` runs it on stdin and stdout: the depth node's encoder
+    process (zoedepth_ros.ros.outputs), which keeps the encode off the node's GIL."""
+    while True:
+        try:
+            depth, fmt, options = pickle.load(requests)
+        except EOFError:  # the node closed the pipe, or is gone
+            return
+        try:
+            reply = ("ok", *encode_compressed_depth(depth, fmt, **options))
+        except Exception as exc:  # the node logs it; the process goes on
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the node, which ends this by closing stdin
+    try:
+        os.nice(19)  # the lowest CPU priority: the node's inference comes first
+    except OSError:
+        pass
+    serve_encoder(sys.stdin.buffer, sys.stdout.buffer)

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+import zoedepth_ros
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.cloud import CloudBuilder, to_pointcloud2
 from zoedepth_ros.colormap import colorize
-from zoedepth_ros.compressed_depth import encode_compressed_depth
 from zoedepth_ros.depth_codec import depth_to_mm16
 from zoedepth_ros.inference.temporal_filter import TemporalFilter, make_temporal_filter
 from zoedepth_ros.ros.inputs import own_qos
 from zoedepth_ros.ros.messages import image_msg
 from zoedepth_ros.ros.parameters import Settings
+from zoedepth_ros.ros.processes import stop_process
 
 # Reliable, so RViz and depth_image_proc (reliable by default) receive it; shallow, so a slow
 # subscriber is never fed stale depth.
@@ -97,13 +102,49 @@ def compressed_depth_max(settings: Settings) -> float:
     return float(np.nextafter(np.float32(settings.max_depth), np.float32(np.inf)))
 
 
+class EncoderProcess:
+    """`python -m zoedepth_ros.compressed_depth` (`serve_encoder`): encodes compressedDepth for the
+    node in a process of its own, at the lowest CPU priority, started with the first frame to
+    encode and again after it died. It ends when its stdin closes: at `close`, or when the node is
+    gone, however it ended."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def encode(self, depth: np.ndarray, fmt: str, **options) -> tuple[str, bytes]:
+        """`encode_compressed_depth(depth, fmt, **options)`, done in the process."""
+        if self._proc is None:
+            # The package's own location first: the child must import this zoedepth_ros.
+            package_root = str(Path(zoedepth_ros.__file__).resolve().parent.parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                              os.environ.get("PYTHONPATH")]))}
+            self._proc = subprocess.Popen([sys.executable, "-m", "zoedepth_ros.compressed_depth"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        try:
+            pickle.dump((depth, fmt, options), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+            reply = pickle.load(self._proc.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            self.close()  # the next frame starts another
+            raise RuntimeError(f"the encoder process ended ({type(exc).__name__}: {exc})") from None
+        if reply[0] != "ok":
+            raise ValueError(reply[1])
+        return reply[1], reply[2]
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc, timeout=5.0, sig=None)
+
+
 class CompressedDepthStage:
-    """depth/image/compressedDepth, encoded on a thread of its own: PNG level 9 takes ~25 ms a
-    640x480 frame, which in the worker would delay the camera's next frame by as much. The stage,
-    last in the chain, only hands the frame over; the thread keeps the newest frame only (one not
-    yet taken when the next comes is replaced and counted in `replaced`), so a slow encoder never
-    queues frames nor ages its output. cv2.imencode releases the GIL, and the thread runs at the
-    lowest CPU priority, so the encode takes what the worker leaves of the CPUs."""
+    """depth/image/compressedDepth, encoded off the worker: PNG level 9 takes ~25 ms a 640x480 frame,
+    which in the worker would delay the camera's next frame by as much. The stage, last in the
+    chain, only hands the frame over to a thread of its own that keeps the newest frame only (one
+    not yet taken when the next comes is replaced and counted in `replaced`), so a slow encoder
+    never queues frames nor ages its output. The thread has the encode done by an EncoderProcess:
+    in a thread of the node, numpy's RVL delayed the next frames' depth by 4-17 ms on 2 cores
+    (docs/benchmarks.md), taking the GIL back between its array operations."""
 
     def __init__(self, publisher, subscribed, logger) -> None:
         self._publisher, self._subscribed, self._logger = publisher, subscribed, logger
@@ -111,6 +152,7 @@ class CompressedDepthStage:
         self._pending: OutputFrame | None = None
         self._busy = self._stopping = False
         self._thread: threading.Thread | None = None
+        self._encoder = EncoderProcess()  # used by the thread only
         self.encoded = self.replaced = 0
 
     def __call__(self, frame: OutputFrame) -> None:
@@ -127,16 +169,12 @@ class CompressedDepthStage:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        try:  # Linux: a thread's nice value is its own
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):
-            pass
         while True:
             with self._cond:
                 while self._pending is None and not self._stopping:
                     self._cond.wait()
                 if self._pending is None:
-                    return
+                    break
                 frame, self._pending, self._busy = self._pending, None, True
             try:
                 self._publish(frame)
@@ -147,13 +185,14 @@ class CompressedDepthStage:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+        self._encoder.close()
 
     def _publish(self, frame: OutputFrame) -> None:
         settings = frame.settings
-        fmt, data = encode_compressed_depth(frame.depth, settings.compressed_depth_format,
-                                            depth_max=compressed_depth_max(settings),
-                                            quantization=settings.compressed_depth_quantization,
-                                            png_level=settings.compressed_depth_png_level)
+        fmt, data = self._encoder.encode(frame.depth, settings.compressed_depth_format,
+                                         depth_max=compressed_depth_max(settings),
+                                         quantization=settings.compressed_depth_quantization,
+                                         png_level=settings.compressed_depth_png_level)
         self._publisher.publish(CompressedImage(header=frame.header, format=fmt, data=data))
         self.encoded += 1
 
@@ -163,7 +202,8 @@ class CompressedDepthStage:
             self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
 
     def stop(self) -> None:
-        """Publish what is pending, then end the thread (before the publishers go)."""
+        """Publish what is pending, then end the thread and its encoder process (before the
+        publishers go)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
