@@ -339,7 +339,7 @@ def test_bad_parameter_values_are_rejected_and_the_old_value_kept(ros):
     node = ros.depth_node()
     for name, value, reason in [
         ("min_depth", 100.0, "must be below max_depth"),
-        ("precision", "fp8", "must be one of fp32, bf16, fp16"),
+        ("precision", "fp8", "must be one of auto, fp32, bf16, fp16, int8"),
         ("device", "tpu", "device must be"),
         ("input_transport", "theora", "must be one of raw, compressed"),
         ("points_stride", 0, ""),

@@ -97,3 +97,25 @@ def test_a_bad_onnx_file_leaves_the_node_unconfigured_and_diagnostics_say_why(ro
         assert not node.autostart()
         assert wait_until(lambda: any(s.level == s.ERROR and str(path) in s.message
                                       for s in ros.diagnostics(collector)), timeout=10.0)
+
+
+@pytest.mark.slow
+def test_openvino_bf16_without_native_bf16_leaves_the_node_unconfigured_and_auto_runs_fp32(ros, monkeypatch, capfd):
+    """The CPU capability check forced off (ZOEDEPTH_CPU_FLAGS: AVX-512 without BF16 or AMX)."""
+    monkeypatch.setenv("ZOEDEPTH_CPU_FLAGS", "avx2 fma avx512f")
+    collector = ros.collector({"/diagnostics": DiagnosticArray})
+    refused = ros.depth_node(engine="openvino", precision="bf16")
+    with ros.spin():
+        assert not refused.autostart()
+        assert wait_until(lambda: any(s.level == s.ERROR and "neither avx512_bf16 nor amx_bf16" in s.message
+                                      for s in ros.diagnostics(collector)), timeout=10.0)
+    assert "configure failed, node stays unconfigured" in capfd.readouterr().err
+    ros.nodes.remove(refused)
+    refused.destroy_node()
+    node = ros.depth_node(engine="openvino", precision="auto")
+    with ros.spin():
+        assert node.autostart()
+        assert wait_until(lambda: ros.latest_diagnostics(collector).get("precision") == "fp32", timeout=10.0)
+    values = ros.latest_diagnostics(collector)
+    assert values["precision choice"].startswith("auto: no native bf16") and "avx512_bf16" in values["precision choice"]
+    assert "precision auto: fp32 (auto: no native bf16" in capfd.readouterr().err

@@ -44,6 +44,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_precision_argument(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """The `--precision` option of the commands that run the estimator (engine_names.PRECISIONS)."""
+    from zoedepth_ros.inference.engine_names import PRECISIONS
+
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help=(help + "; " if help else "") + "auto: the fastest this machine runs natively (bf16 "
+                             "on a CPU with avx512_bf16 or amx_bf16 for torch and openvino, an export's own "
+                             "precision), int8: an int8 export with engine openvino (default fp32)")
+
+
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
     """The `--engine` option of the commands that run the estimator."""
     from zoedepth_ros.inference.engine_names import ENGINES

@@ -4,11 +4,12 @@ output per frame, optionally filtered over time as the depth node filters a came
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument
+from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument
 from zoedepth_ros.depth_codec import depth_to_mm16
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 
@@ -38,7 +39,7 @@ def add_parser(subparsers, name: str) -> None:
                    help="frame rate (Hz) of a directory of images, and of a video that states none: the stamps "
                         "the temporal filter sees (default 10)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_precision_argument(p)
     add_engine_argument(p)
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average with the mirrored image (official infer default: on)")
@@ -82,6 +83,8 @@ def run(args) -> int:
         raise ZoeDepthError(f"{args.input} is a {source.kind}: --output must be a directory, not {args.output.name}")
     estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
                                precision=args.precision, flip_tta=args.flip_tta, pad=args.pad, engine=args.engine)
+    if args.precision == "auto":
+        print(f"precision {estimator.precision} ({estimator.precision_reason})", file=sys.stderr)
     flt = make_temporal_filter(args.temporal_filter)
     (args.output.parent if single else args.output).mkdir(parents=True, exist_ok=True)
     if args.colormap is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument, at_least
+from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop
@@ -116,7 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="directory for summary.json, per_frame.csv, report.md and plots")
     p.add_argument("--device", default="auto", help="with --model: auto, cpu or cuda[:N] (default auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="with --model (default fp32)")
+    add_precision_argument(p, "with --model")
     add_engine_argument(p)
     p.add_argument("--batch-size", type=at_least(1), default=1,
                    help="with --model: frames per forward pass (default 1)")
@@ -160,8 +160,11 @@ def run(args: argparse.Namespace) -> int:
         estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
                                    precision=args.precision, flip_tta=True, pad=False, mode="eval", engine=args.engine)
         source = {"model": str(args.model), "engine": args.engine, "device": str(estimator.device),
-                  "precision": args.precision, "batch_size": args.batch_size,
+                  "precision": estimator.precision, "precision_reason": estimator.precision_reason,
+                  "batch_size": args.batch_size,
                   "mode": "official eval: stretch to img_size, flip TTA, no padding"}
+        if args.precision == "auto":
+            print(f"precision {estimator.precision} ({estimator.precision_reason})", file=sys.stderr)
     else:
         source = {"pred_topic": args.pred_topic}
     source["temporal_filter"] = args.temporal_filter

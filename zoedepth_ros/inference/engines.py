@@ -54,11 +54,13 @@ def require(engine: str):
 
 
 def read_export(path: Path, precision: str):
-    """The checked metadata of an exported file an engine is asked to run in `precision`."""
+    """The checked metadata of an exported file an engine is asked to run in `precision` (bf16
+    runs an fp32 file)."""
     from ..model.export import read_export_info
+    from .engine_names import EXPORT_OF
 
     info = read_export_info(path)
-    if info.precision != precision:
+    if info.precision != EXPORT_OF.get(precision, precision):
         raise EngineError(f"{path} was exported in {info.precision}; set precision {info.precision} "
                           f"to run it (asked for {precision})")
     return info

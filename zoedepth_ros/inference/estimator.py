@@ -73,7 +73,9 @@ class DepthEstimator:
                               "set flip_tta, or export without --flip-tta")
         self.device = self.engine.device
         self.config = self.engine.config
-        self.precision, self.flip_tta, self.pad, self.mode = precision, flip_tta, pad, mode
+        # The precision the engine runs (`auto` resolved) and why.
+        self.precision, self.precision_reason = self.engine.precision, self.engine.precision_reason
+        self.flip_tta, self.pad, self.mode = flip_tta, pad, mode
         self.head_names = self.config.head_names
         self.compiled = compile
 

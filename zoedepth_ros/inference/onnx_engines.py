@@ -20,12 +20,18 @@ import numpy as np
 import torch
 
 from ..model.checkpoint import load_model
-from ..model.export import ExportError, ExportInfo, weights_digest
+from ..model.export import ExportError, ExportInfo, read_export_info, weights_digest
 from ..model.zoedepth import ZoeDepth
-from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, read_export, require
+from .engine_names import EXPORT_OF
+from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, require
 from .export_cache import ExportCache
+from .precision import choose_precision
 
 log = logging.getLogger(__name__)
+
+# OpenVINO's INFERENCE_PRECISION_HINT for each precision. An int8 export runs its quantized layers
+# in int8 and the rest (the bins head, kept out of the quantization) in f32.
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 class OnnxEngine:
@@ -36,13 +42,15 @@ class OnnxEngine:
         self.name = engine
         self.runtime = require(engine)
         self.device = torch.device("cpu")  # inputs and outputs pass through host memory
-        self.precision = precision
         self._target = self._choose_target(str(device))
         self._sessions: dict[tuple[tuple[int, int], int], tuple[object, ExportInfo, Path]] = {}
-        self.file: Path | None = None
-        if is_onnx_file(model):
-            self.file = Path(model)
-            info = read_export(self.file, precision)
+        self.file: Path | None = Path(model) if is_onnx_file(model) else None
+        info = read_export_info(self.file) if self.file is not None else None
+        on_cpu = self._target in ("CPU", ["CPUExecutionProvider"])
+        self.precision, self.precision_reason = choose_precision(engine, precision, on_cpu,
+                                                                 info.precision if info else None)
+        self._export_precision = EXPORT_OF[self.precision]
+        if self.file is not None:
             self.config, self.flip_in_graph = info.config, info.flip_tta
             self.network_target = info.size  # frames are resized around the file's size, not img_size
             self._sessions[(info.size, info.batch)] = (self._open(self.file), info, self.file)
@@ -83,7 +91,7 @@ class OnnxEngine:
             # would otherwise take one per physical core, a single thread on a 2-vCPU machine.
             threads = torch.get_num_threads()
             if self.name == "openvino":
-                hint = "f32" if self.precision == "fp32" else "f16"  # f32: else it may pick bf16/f16 itself
+                hint = OPENVINO_HINTS[self.precision]  # never left to OpenVINO: it may pick bf16/f16 itself
                 compiled = self.runtime.Core().compile_model(
                     str(path), self._target, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint,
                                               "INFERENCE_NUM_THREADS": threads})
@@ -105,13 +113,13 @@ class OnnxEngine:
             return self._sessions[(fixed_size, batch)]
         key = (size, batch_bucket(rows))
         if key not in self._sessions:
-            path, info = self._cache.onnx(self._load_model, self._digest, size, key[1], self.precision)
+            path, info = self._cache.onnx(self._load_model, self._digest, size, key[1], self._export_precision)
             try:
                 session = self._open(path)
             except ExportError as exc:  # the file passed its metadata check but not the runtime's
                 log.warning("%s: rebuilding the export cache entry", exc)
                 self._cache.discard(path)
-                path, info = self._cache.onnx(self._load_model, self._digest, size, key[1], self.precision)
+                path, info = self._cache.onnx(self._load_model, self._digest, size, key[1], self._export_precision)
                 session = self._open(path)
             self._sessions[key] = (session, info, path)
             if self._source is not None:

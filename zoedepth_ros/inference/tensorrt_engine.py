@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import load_model
-from ..model.export import weights_digest
+from ..model.export import read_export_info, weights_digest
 from ..model.zoedepth import ZoeDepth
 from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, read_export, require, resolve_device
 from .export_cache import ExportCache
+from .precision import choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class TensorRtEngine:
         if self.device.type != "cuda":
             raise EngineError(f"engine tensorrt runs on CUDA devices, not {device!r}")
         self.trt = require("tensorrt")
-        self.precision = precision
+        file_precision = read_export_info(model).precision if is_onnx_file(model) else None
+        self.precision, self.precision_reason = choose_precision("tensorrt", precision, False, file_precision)
+        precision = self.precision
         self._logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._cache = ExportCache(cache_dir)
         self._engines: dict[tuple[tuple[int, int], int], tuple[object, object, object]] = {}

@@ -30,6 +30,7 @@ class TorchEngine:
     def __init__(self, model: ZoeDepth, device: torch.device, precision: str = "fp32", compile: bool = False,
                  compile_backend: str | Callable = "inductor"):
         self.dtype = PRECISIONS[precision]
+        self.precision, self.precision_reason = precision, "asked for"
         if self.dtype is not None:
             model = low_precision_copy(model, self.dtype)
         self.model = model.to(device).eval()

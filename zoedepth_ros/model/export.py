@@ -41,6 +41,8 @@ OPSET = 18
 # What a file carries, as metadata_props keys (strings; JSON where structured).
 _KEY = "zoedepth_ros."
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+# What a file may hold: also int8, written by quantize.py (post-training quantization with NNCF).
+FILE_PRECISIONS = (*EXPORT_PRECISIONS, "int8")
 # Pre-processing the graph expects (the official ZoeDepth normalisation).
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 # Protobuf's limit: larger models must keep their weights in an external data file.
@@ -58,11 +60,12 @@ class ExportInfo:
     config: ZoeDepthConfig
     size: tuple[int, int]  # network input (H, W)
     batch: int
-    precision: str  # fp32 | fp16 (encoder and decoder; the bins head is fp32 in both)
+    precision: str  # fp32 | fp16 | int8 (encoder and decoder; the bins head is fp32 in all)
     flip_tta: bool  # the graph averages each image with its mirror
     with_std: bool  # the graph has a `std` output
     weights_sha256: str  # digest of the weights and architecture it was exported from
     source: str = ""  # where the weights came from, for people (not used to load)
+    calibration: str = ""  # int8: JSON provenance of the calibration (bags, frames, NNCF version, date)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -81,6 +84,7 @@ class ExportInfo:
             _KEY + "flip_tta": json.dumps(self.flip_tta),
             _KEY + "weights_sha256": self.weights_sha256,
             _KEY + "source": self.source,
+            **({_KEY + "calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -96,11 +100,12 @@ class ExportInfo:
             info = cls(config=config, size=(int(spec["size"][0]), int(spec["size"][1])), batch=int(spec["batch"]),
                        precision=meta[_KEY + "precision"], flip_tta=json.loads(meta[_KEY + "flip_tta"]),
                        with_std="std" in json.loads(meta[_KEY + "outputs"]),
-                       weights_sha256=meta[_KEY + "weights_sha256"], source=meta.get(_KEY + "source", ""))
+                       weights_sha256=meta[_KEY + "weights_sha256"], source=meta.get(_KEY + "source", ""),
+                       calibration=meta.get(_KEY + "calibration", ""))
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise ExportError(f"{path}: incomplete or malformed zoedepth-ros metadata ({type(exc).__name__}: {exc}): "
                               "re-export the model") from None
-        if info.precision not in EXPORT_PRECISIONS or info.batch < 1:
+        if info.precision not in FILE_PRECISIONS or info.batch < 1:
             raise ExportError(f"{path}: malformed metadata: precision {info.precision!r}, batch {info.batch}")
         return info
 
@@ -138,10 +143,12 @@ class ExportGraph(nn.Module):
 
 def export_onnx(model: ZoeDepth, path: str | os.PathLike, size: tuple[int, int] | None = None, batch: int = 1,
                 precision: str = "fp32", flip_tta: bool = False, with_std: bool = True, source: str = "",
-                weights_sha256: str | None = None) -> ExportInfo:
+                weights_sha256: str | None = None, node_scopes: dict[str, str] | None = None) -> ExportInfo:
     """Write `model` as one ONNX file at `path` (atomically: a reader never sees half a file).
 
     `size` defaults to the model's img_size. The model is not modified (fp16 exports a copy).
+    `node_scopes`, when given, is filled with each graph node's name -> the module that made it
+    (`model.metric_head.router`, ...), read before the exporter's metadata is dropped.
     """
     if precision not in EXPORT_PRECISIONS:
         raise ExportError(f"precision must be one of {list(EXPORT_PRECISIONS)}, not {precision!r}")
@@ -161,7 +168,9 @@ def export_onnx(model: ZoeDepth, path: str | os.PathLike, size: tuple[int, int] 
         warnings.simplefilter("ignore")  # the exporter's advice on dynamo internals, not the user's
         program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=OPSET, verbose=False,
                                     input_names=["pixels"], output_names=list(info.outputs))
-    _strip_trace_metadata(program.model)
+    scopes = _strip_trace_metadata(program.model)
+    if node_scopes is not None:
+        node_scopes.update(scopes)
     program.model.metadata_props.update(info.metadata())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,15 +193,26 @@ def export_onnx(model: ZoeDepth, path: str | os.PathLike, size: tuple[int, int] 
     return info
 
 
-def _strip_trace_metadata(model) -> None:
+def _strip_trace_metadata(model) -> dict[str, str]:
     """Drop the exporter's per-node debugging metadata (Python stack traces with this machine's
-    paths and counters that change between runs): without it the export is byte-for-byte repeatable."""
+    paths and counters that change between runs): without it the export is byte-for-byte repeatable.
+    Returns the name of each node and of each of its outputs -> the module that made it (e.g.
+    `model.metric_head.heads.nyu.attractors.1`; "" outside any)."""
     import onnx_ir  # the exporter's own IR, installed with onnxscript
 
+    scopes = {}
     for node in onnx_ir.traversal.RecursiveGraphIterator(model.graph):
+        # "['', 'model.encoder', 'model.encoder.blocks.0', 'linear']": the modules, then the op
+        names = node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+        modules = [n.strip(" '\"") for n in names.strip("[]").split(",")][:-1]
+        module = next((m for m in reversed(modules) if m), "")
+        for name in (node.name, *(value.name for value in node.outputs)):
+            if name:
+                scopes[name] = module
         node.metadata_props.clear()
         for value in node.outputs:
             value.metadata_props.clear()
+    return scopes
 
 
 def read_export_info(path: str | os.PathLike) -> ExportInfo:

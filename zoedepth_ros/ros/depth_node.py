@@ -159,8 +159,11 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._failure = None
         self._estimator = estimator
+        # The precision the engine runs (`auto` resolved) and why, in the log and on /diagnostics.
         self._loaded = {"model": settings.model, "engine": settings.engine, "device": str(estimator.device),
-                        "precision": settings.precision}
+                        "precision": estimator.precision, "precision choice": estimator.precision_reason}
+        if settings.precision == "auto":
+            self.get_logger().info(f"precision auto: {estimator.precision} ({estimator.precision_reason})")
         self._sync_cameras()
         for camera in self._cameras.values():
             camera.configure()

@@ -11,7 +11,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from zoedepth_ros.cameras import camera_names_problem
 from zoedepth_ros.compressed_depth import DEFAULT_PNG_LEVEL, DEFAULT_QUANTIZATION, FORMATS
-from zoedepth_ros.inference.engine_names import ENGINES
+from zoedepth_ros.inference.engine_names import ENGINES, PRECISIONS
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S
 
@@ -42,8 +42,11 @@ PARAMETERS: dict[str, _Param] = {
                      choices=ENGINES, applies_on="configure"),
     "device": _Param("auto", "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
                      applies_on="configure"),
-    "precision": _Param("fp32", "Inference precision; bf16/fp16 use autocast on the device.",
-                        choices=("fp32", "bf16", "fp16"), applies_on="configure"),
+    "precision": _Param("fp32", "Inference precision: fp32; bf16 (torch: autocast; openvino: its bf16 inference "
+                                "precision, CPUs with avx512_bf16 or amx_bf16 only); fp16; int8 (an int8 export from "
+                                "`zoedepth-ros export --precision int8`, engine openvino); auto: the fastest this "
+                                "machine runs natively (the choice and why are in the log and on /diagnostics).",
+                        choices=PRECISIONS, applies_on="configure"),
     "flip_tta": _Param(False, "Average with the prediction of the mirrored image (twice the compute).",
                        applies_on="configure"),
     "compile": _Param(False, "Run the model through torch.compile (static shapes: the first frame of a camera "

@@ -1,0 +1,132 @@
+"""int8 exports: post-training quantization of the ONNX export with NNCF, calibrated on camera frames.
+
+The model is exported in fp32 (export.py), then NNCF (OpenVINO's quantizer, `pip install nncf`)
+inserts int8 QuantizeLinear / DequantizeLinear pairs into the ONNX graph, with scales from the
+statistics of the calibration frames (`nncf.ModelType.TRANSFORMER`: SmoothQuant and the
+transformer-aware scheme). The metric bins head (`model.metric_head`: router, projectors, seed
+regressors, attractors, log-binomial) is left out of the quantization and runs in fp32, as in
+every other precision: its log-binomial divides by temperatures down to 0.02. OpenVINO runs the
+quantized layers in int8 (VNNI / AMX where the CPU has them).
+
+The file is an ONNX file like any other export, with precision `int8` and the calibration's
+provenance (`zoedepth_ros.calibration`: the bags, frames used, NNCF version, date) in its metadata;
+run it with `engine: openvino` (precision int8 or auto).
+
+Calibration frames go through the network input the estimator gives them (RGB in [0, 1],
+bilinear resize to the file's size, mean/std 0.5): at most `max_frames` frames, spread evenly over
+the bags' frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .export import ExportError, ExportInfo, export_onnx, read_export_info
+from .zoedepth import ZoeDepth
+
+DEFAULT_MAX_FRAMES = 300
+HEAD_SCOPE = "model.metric_head"  # the ExportGraph's `model.metric_head`: kept in fp32
+
+
+def network_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(1, 3, H, W) float32 network input of an (h, w, 3) uint8 RGB frame: the estimator's pre-processing
+    with the frame stretched to the file's size."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=True).sub_(0.5).div_(0.5)
+    return x.numpy()
+
+
+def calibration_frames(bags: Sequence[str | os.PathLike], max_frames: int = DEFAULT_MAX_FRAMES,
+                       progress: bool = True) -> tuple[list[np.ndarray], dict]:
+    """Up to `max_frames` RGB frames spread evenly over the frames of `bags` (evaluation bags), and
+    their provenance (bag names and frames taken of each)."""
+    from tqdm import tqdm
+
+    from ..data.bag import message_count, read_frames
+    from ..data.bag_layout import DEFAULT_TOPICS
+
+    if not bags:
+        raise ExportError("int8 needs calibration frames: --calibration BAG [BAG ...]")
+    counts = [message_count(bag, DEFAULT_TOPICS.camera_info) for bag in bags]
+    for bag in bags:
+        read_frames(bag)  # every bag's topics checked before the long part
+    total = sum(counts)
+    if total == 0:
+        raise ExportError(f"the calibration bags {', '.join(map(str, bags))} hold no frames")
+    wanted = set(np.linspace(0, total - 1, min(max_frames, total)).round().astype(int).tolist())
+    frames, taken, index = [], {}, 0
+    with tqdm(total=len(wanted), desc="calibration frames", unit="frame", disable=not progress) as bar:
+        for bag in bags:
+            name = Path(bag).name
+            taken[name] = 0
+            for frame in read_frames(bag):
+                if index in wanted:
+                    frames.append(frame.rgb)
+                    taken[name] += 1
+                    bar.update()
+                index += 1
+    return frames, {"bags": taken, "frames": len(frames)}
+
+
+def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.ndarray],
+                  size: tuple[int, int] | None = None, batch: int = 1, flip_tta: bool = False,
+                  with_std: bool = True, source: str = "", provenance: dict | None = None,
+                  keep_head_fp32: bool = True) -> ExportInfo:
+    """Write `model` as an int8 ONNX file at `path`, calibrated on `frames` ((H, W, 3) uint8 RGB)."""
+    try:
+        import nncf
+        import onnx
+    except ImportError as exc:
+        raise ExportError(f"int8 export needs the Python package nncf: pip install nncf ({exc})") from None
+    if not frames:
+        raise ExportError("int8 needs at least one calibration frame")
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # not a line per layer it leaves alone
+    size = tuple(size or model.config.img_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scopes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as workdir:
+        fp32 = Path(workdir) / "fp32.onnx"
+        info = export_onnx(model, fp32, size=size, batch=batch, flip_tta=flip_tta, with_std=with_std,
+                           source=source, node_scopes=scopes)
+        proto = onnx.load(str(fp32))
+    inputs = [network_input(rgb, size) for rgb in frames]
+    items = [np.concatenate([inputs[(i + k) % len(inputs)] for k in range(batch)])
+             for i in range(0, len(inputs), batch)]
+    head = sorted(name for name, scope in scopes.items() if scope.startswith(HEAD_SCOPE)
+                  and name in {node.name for node in proto.graph.node})
+    ignored = nncf.IgnoredScope(names=head, validate=False) if keep_head_fp32 and head else None
+    quantized = nncf.quantize(proto, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
+                              model_type=nncf.ModelType.TRANSFORMER,
+                              **({"ignored_scope": ignored} if ignored is not None else {}))
+    calibration = {**(provenance or {}), "calibration_items": len(items), "nncf": nncf.__version__,
+                   "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                   "fp32_scope": HEAD_SCOPE if ignored is not None else "",
+                   "scheme": "NNCF post-training quantization, ModelType.TRANSFORMER, int8 weights and activations"}
+    info = ExportInfo(info.config, info.size, info.batch, "int8", info.flip_tta, info.with_std,
+                      info.weights_sha256, info.source, json.dumps(calibration, sort_keys=True))
+    del quantized.metadata_props[:]
+    for key, value in info.metadata().items():
+        quantized.metadata_props.add(key=key, value=value)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(quantized, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return read_export_info(path)
