@@ -296,3 +296,15 @@ def test_every_module_is_on_the_readme_code_map():
         if path.stem not in words:
             missing.append(f"{name} (row {directory}/)")
     assert not missing, f"README code map does not name: {', '.join(missing)}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A `_name` is its module's own: another module of the package that needs it gets a public
+    name (every import counts, inside functions too)."""
+    offences = []
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE)):
+                offences += [f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name} from {node.module}"
+                             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offences, "\n".join(offences)

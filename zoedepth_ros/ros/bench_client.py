@@ -49,7 +49,7 @@ def camera_messages(height: int, width: int) -> tuple[Image, CameraInfo]:
     return msg, info
 
 
-def _cdr_stamp_ns(serialized: bytes) -> int:
+def cdr_stamp_ns(serialized: bytes) -> int:
     """header.stamp of a serialized message that starts with a std_msgs/Header (Image, CameraInfo,
     PointCloud2): after the 4-byte CDR encapsulation, int32 sec and uint32 nanosec."""
     byte_order = "<" if serialized[1] & 1 else ">"  # CDR_LE is 0x0001, CDR_BE 0x0000
@@ -82,7 +82,7 @@ class _NodeDriver:
         def callback(serialized: bytes):
             now = time.time()
             with self.arrived:
-                self.arrivals[kind][_cdr_stamp_ns(serialized)] = now
+                self.arrivals[kind][cdr_stamp_ns(serialized)] = now
                 self.arrived.notify_all()
         return callback
 
@@ -118,7 +118,7 @@ class _NodeDriver:
                 if remaining <= 0:
                     return False
                 if self.node_proc.poll() is not None:
-                    raise SystemExit(f"the node exited: {_tail(self.node_log)}")
+                    raise SystemExit(f"the node exited: {log_tail(self.node_log)}")
                 self.arrived.wait(min(remaining, 0.5))
         return True
 
@@ -140,7 +140,7 @@ class _NodeDriver:
             if not self.wait_for(lambda stamp=stamp: all(stamp in self.arrivals[k] for k in kinds), 10):
                 lost_in_a_row += 1
                 if lost_in_a_row == 3:
-                    raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {_tail(self.node_log)}")
+                    raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {log_tail(self.node_log)}")
                 continue
             lost_in_a_row = 0
             if i >= warmup:
@@ -266,7 +266,7 @@ def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, 
         executor.shutdown()
 
 
-def _tail(log, chars: int = 3000) -> str:
+def log_tail(log, chars: int = 3000) -> str:
     log.flush()
     log.seek(0)
     return log.read()[-chars:]

@@ -16,7 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
-from zoedepth_ros.ros.bench_client import _cdr_stamp_ns, _tail, camera_messages
+from zoedepth_ros.ros.bench_client import camera_messages, cdr_stamp_ns, log_tail
 
 
 def drive_cameras(cameras: dict[str, str], nodes: list, frame, rate_hz: float, duration_s: float,
@@ -65,7 +65,7 @@ class _CameraDriver:
         def callback(serialized: bytes):
             now = time.time()
             with self.arrived:
-                self.arrivals[camera][_cdr_stamp_ns(serialized)] = now
+                self.arrivals[camera][cdr_stamp_ns(serialized)] = now
                 self.arrived.notify_all()
         return callback
 
@@ -77,7 +77,7 @@ class _CameraDriver:
     def _check_nodes(self) -> None:
         for proc, log in self.nodes:
             if proc.poll() is not None:
-                raise SystemExit(f"a depth node exited (code {proc.returncode}): {_tail(log)}")
+                raise SystemExit(f"a depth node exited (code {proc.returncode}): {log_tail(log)}")
 
     def _send_all(self, sent: dict[str, list[int]] | None = None) -> None:
         for camera in self.cameras:
