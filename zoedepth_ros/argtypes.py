@@ -44,6 +44,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N (engine_names.DEVICE_PATTERN); whether CUDA is there is checked
+    when the model loads."""
+    from zoedepth_ros.inference.engine_names import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, not {text!r}")
+    return text
+
+
 def add_precision_argument(parser: argparse.ArgumentParser, help: str = "") -> None:
     """The `--precision` option of the commands that run the estimator (engine_names.PRECISIONS)."""
     from zoedepth_ros.inference.engine_names import PRECISIONS

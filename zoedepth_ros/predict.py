@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument
+from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, device
 from zoedepth_ros.depth_codec import depth_to_mm16
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 
@@ -38,7 +38,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--rate", type=float, default=10.0,
                    help="frame rate (Hz) of a directory of images, and of a video that states none: the stamps "
                         "the temporal filter sees (default 10)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--device", type=device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
     add_precision_argument(p)
     add_engine_argument(p)
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=True,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least
+from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least, device
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop
@@ -115,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), help="scoring protocol (default: the one each bag records)")
     p.add_argument("--out", type=Path, required=True,
                    help="directory for summary.json, per_frame.csv, report.md and plots")
-    p.add_argument("--device", default="auto", help="with --model: auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--device", type=device, default="auto", help="with --model: auto, cpu or cuda[:N] (default auto)")
     add_precision_argument(p, "with --model")
     add_engine_argument(p)
     p.add_argument("--batch-size", type=at_least(1), default=1,

@@ -87,11 +87,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]") from None
+        raise EngineError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        raise EngineError(f"device {device!r} asked for, but CUDA is not available here")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
+        raise EngineError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
     return dev
 
 

@@ -4,18 +4,15 @@ descriptors the node declares them with."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from zoedepth_ros.cameras import camera_names_problem
 from zoedepth_ros.compressed_depth import DEFAULT_PNG_LEVEL, DEFAULT_QUANTIZATION, FORMATS
-from zoedepth_ros.inference.engine_names import ENGINES, PRECISIONS
+from zoedepth_ros.inference.engine_names import DEVICE_PATTERN, ENGINES, PRECISIONS
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from zoedepth_ros.argtypes import device
 from zoedepth_ros.model.config import ARCH_NAMES
 from zoedepth_ros.train.config import ConfigError, load_config
 from zoedepth_ros.train.distributed import Distributed
@@ -437,7 +438,7 @@ def add_parser(subparsers, name: str) -> None:
                    help="effective batch over all ranks and accumulation steps (train.batch_size)")
     p.add_argument("--lr", type=float, help="maximum learning rate of the metric head (optim.lr)")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="train.precision")
-    p.add_argument("--device", help="auto, cpu or cuda (train.device)")
+    p.add_argument("--device", type=device, help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--workers", type=int, help="data loader processes per rank (data.workers)")
     p.add_argument("--seed", type=int, help="seed")
     p.set_defaults(func=run)
