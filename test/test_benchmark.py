@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import time
@@ -15,6 +14,7 @@ import torch
 from zoedepth_ros.bench.models import arch_config, build_models
 from zoedepth_ros.bench.timing import interleaved
 from zoedepth_ros.cli import main
+from zoedepth_ros.inference.cpu_features import cpu_features
 
 
 def test_reference_gets_our_weights():
@@ -38,10 +38,18 @@ def test_architecture_names():
 
 def this_machine() -> str:
     """The report's description of the machine it ran on, worked out here: the first CPU model
-    name of /proc/cpuinfo, the CPU count, torch's threads and version, the Python."""
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+?)\s*$", cpuinfo.read_text() if cpuinfo.is_file() else "", re.MULTILINE)
-    return (f"{found.group(1) if found else 'unknown CPU'}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+    name of /proc/cpuinfo, its cores and threads, whether its flags hold each instruction set that
+    decides bf16 and int8 speed, torch's threads and version, the Python."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    found = re.search(r"^model name\s*:\s*(.+?)\s*$", text, re.MULTILINE)
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.MULTILINE).group(1).split()) if "flags" in text else set()
+    blocks = [dict(re.findall(r"^(physical id|core id)\s*:\s*(\S+)", b, re.MULTILINE)) for b in text.split("\n\n")]
+    cores = len({(b["physical id"], b["core id"]) for b in blocks if len(b) == 2})
+    threads = len(re.findall(r"^processor\s*:", text, re.MULTILINE))
+    sets = ", ".join(f"{s} {'yes' if s in flags else 'no'}"
+                     for s in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"))
+    return (f"{found.group(1) if found else 'unknown CPU'}, {f'{cores} cores, ' if cores else ''}"
+            f"{threads} threads; {sets}; {torch.get_num_threads()} torch "
             f"threads, torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}")
 
 
@@ -85,12 +93,55 @@ def test_engines_are_timed_against_ours_and_the_port(tmp_path, monkeypatch):
     assert {r["name"] for r in results["forward"]} == {"ours fp32", "port fp32", "onnxruntime fp32", "openvino fp32"}
     check_ratios(results["forward"], {("ours fp32", "vs port fp32"), *{
         (f"{e} fp32", ref) for e in ("onnxruntime", "openvino") for ref in ("vs ours fp32", "vs port fp32")}})
-    assert set(results["compile_s"]) == {"ONNX export", "onnxruntime load", "openvino load"}
+    assert set(results["compile_s"]) == {"ONNX export", "onnxruntime fp32 load", "openvino fp32 load"}
     for engine in ("onnxruntime fp32", "openvino fp32"):
         assert results["agreement"][engine]["median_rel"] < 1e-5
     assert {(r["engine"], r["case"]) for r in results["parity"]} == {
         ("onnxruntime", "single head"), ("openvino", "single head")}
     assert all(r["ok"] for r in results["parity"])
+
+
+def test_precisions_this_cpu_lacks_are_skipped_with_the_reason(tmp_path, monkeypatch, capsys):
+    """The capability check forced to an AVX2-only CPU: bf16 and int8 are skipped, named with the
+    missing instruction sets, the rest is timed, and the command exits 0."""
+    monkeypatch.setenv("ZOEDEPTH_CPU_FLAGS", "avx2 fma")
+    monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--arch", "tiny-N", "--parts", "forward", "--precision", "fp32,bf16,int8",
+                 "--engines", "torch,openvino", "--reference", "none", "--size", "96x128", "--iters", "1",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert {r["name"] for r in results["forward"]} == {"ours fp32", "openvino fp32"}
+    skipped = results["skipped"]
+    assert set(skipped) == {"ours bf16", "ours int8", "openvino bf16", "openvino int8"}
+    assert "neither avx512_bf16 nor amx_bf16" in skipped["ours bf16"] == skipped["openvino bf16"]
+    assert "none of avx512_vnni, avx_vnni, amx_int8" in skipped["openvino int8"]
+    assert "int8 is an export that OpenVINO runs" in skipped["ours int8"]
+    assert "avx2 yes, avx512f no, avx512_bf16 no" in results["machine"] and "forced by" in results["machine"]
+    assert "skipped: ours bf16 (no native bf16" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (cpu_features().native_bf16 and cpu_features().fast_int8),
+                    reason="needs a CPU with native bf16 and int8 (avx512_bf16/amx_bf16, vnni/amx_int8)")
+def test_every_engine_and_precision_this_cpu_runs_is_timed_with_its_agreement(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--arch", "tiny-N", "--parts", "forward", "--precision", "fp32,bf16,int8",
+                 "--engines", "torch,openvino", "--reference", "none", "--size", "96x128", "--iters", "1",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    timed = {"ours fp32", "ours bf16", "openvino fp32", "openvino bf16", "openvino int8"}
+    assert {r["name"] for r in results["forward"]} == timed
+    check_ratios(results["forward"], {(name, "vs ours fp32") for name in timed - {"ours fp32", "ours bf16"}})
+    assert set(results["skipped"]) == {"ours int8"}
+    agreement = results["agreement"]
+    assert set(agreement) == timed - {"ours fp32"}
+    assert agreement["openvino fp32"]["median_rel"] < 1e-5
+    for name in ("ours bf16", "openvino bf16"):
+        assert agreement[name]["median_rel"] < 1e-2, name
+    # int8 calibrated on 4 synthetic frames, random weights: a loose bound on speed-only calibration.
+    assert agreement["openvino int8"]["median_rel"] < 5e-2
+    assert results["compile_s"]["int8 export (NNCF, 4 frames)"] > 0
 
 
 def test_node_part_over_dds_with_the_shipped_profile(tmp_path):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from zoedepth_ros.argtypes import at_least, hw_size
 from zoedepth_ros.bench.codec import bench_codec, print_codec
-from zoedepth_ros.bench.engines import bench_parity
+from zoedepth_ros.bench.engines import bench_parity, skipped_candidates
 from zoedepth_ros.bench.estimator import bench_estimator
 from zoedepth_ros.bench.filter import bench_filter, print_filter
 from zoedepth_ros.bench.forward import bench_forward
@@ -61,7 +61,10 @@ def add_parser(subparsers, name: str) -> None:
                    help="network input HxW for the forward part (multiples of 32)")
     p.add_argument("--frame", type=hw_size, default=(480, 640),
                    help="camera frame HxW for the estimator, node, filter and codec parts")
-    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16")
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="comma list of fp32, bf16, int8: the forward part times every --engines engine in each "
+                        "that it and this CPU run natively (bf16: avx512_bf16 or amx_bf16; int8: OpenVINO's, "
+                        "avx512_vnni, avx_vnni or amx_int8) and says which it skipped and why")
     p.add_argument("--reference", default="hf", choices=["hf", "none"], help="reference implementation")
     p.add_argument("--iters", type=int, default=5, help="timed rounds per candidate")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
@@ -102,10 +105,16 @@ def run(args) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PARTS}")
-    precisions = [p.strip() for p in args.precision.split(",")]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16", "int8"}:
+        raise SystemExit(f"--precision {args.precision}: a comma list of fp32, bf16, int8")
     engines = [e.strip() for e in args.engines.split(",") if e.strip() and e.strip() != "torch"]
     if set(engines) - {"onnxruntime", "openvino"}:
         raise SystemExit(f"--engines {args.engines}: choose from torch, onnxruntime, openvino")
+    # What this CPU and each engine run natively; ours (torch) also sets the port's and the estimator's.
+    skipped = skipped_candidates(["torch", *engines], precisions)
+    engine_precisions = tuple(precisions)
+    precisions = [p for p in precisions if f"ours {p}" not in skipped]
     for flag, size in (("--size", args.size), ("--node-img-size", args.node_img_size),
                        ("--multicam-img-size", args.multicam_img_size)):
         if any(v % 32 for v in size):
@@ -113,18 +122,22 @@ def run(args) -> int:
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "command": " ".join(sys.argv),
                "arch": args.arch, "size": "x".join(map(str, args.size)), "frame": "x".join(map(str, args.frame))}
     print(f"zoedepth-ros benchmark on {results['machine']}")
+    if skipped:
+        results["skipped"] = skipped
+        print("skipped: " + "; ".join(f"{name} ({why})" for name, why in skipped.items()))
     if {"forward", "estimator", "parity"} & set(parts):
         ours, port = build_models(args.arch, args.reference == "hf")
         if "forward" in parts:
             results["forward"], compile_s, agreement = bench_forward(
-                ours, port, args.size, precisions, args.iters, args.warmup, compile=args.compile, engines=engines)
+                ours, port, args.size, precisions, args.iters, args.warmup, compile=args.compile, engines=engines,
+                engine_precisions=engine_precisions, skipped=skipped)
             print_table(f"(a) forward {args.arch} at {results['size']}, batch 1", results["forward"])
             if compile_s:
                 results["compile_s"] = compile_s
                 print("  set-up (untimed): " + ", ".join(f"{k} {v:.0f} s" for k, v in compile_s.items()))
             if agreement:
                 results["agreement"] = agreement
-                print("  agreement with ours fp32 (relative): " + ", ".join(
+                print("  agreement with ours fp32 (relative, per pixel): " + ", ".join(
                     f"{k} median {v['median_rel']:.1e} max {v['max_rel']:.1e}" for k, v in agreement.items()))
         if "estimator" in parts:
             results["estimator"] = bench_estimator(ours, port, args.frame, precisions, args.iters, args.warmup)

@@ -11,21 +11,24 @@ from zoedepth_ros.bench.timing import interleaved, ratio_rows
 
 
 def bench_forward(ours, port, size, precisions, iters, warmup, compile=False,
-                  engines: tuple[str, ...] = ()) -> tuple[list[dict], dict, dict]:
+                  engines: tuple[str, ...] = (), engine_precisions: tuple[str, ...] = ("fp32",),
+                  skipped: dict[str, str] | None = None) -> tuple[list[dict], dict, dict]:
     """Rows of the forward table, the set-up time (s) of each candidate that has one (compilation,
-    ONNX export), and each ONNX engine's agreement with our fp32 on the timed input."""
+    ONNX export), and each reduced-precision or ONNX candidate's agreement with our fp32 on the timed
+    input. `precisions`: ours (and the port's); `engine_precisions`: the ONNX engines', less `skipped`."""
     import torch
 
     from zoedepth_ros.inference.torch_engine import compile_model
     from zoedepth_ros.model.zoedepth import low_precision_copy
 
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    candidates, refs, compile_s = {}, {}, {}
+    candidates, refs, compile_s, reduced = {}, {}, {}, {}
     for precision in precisions:
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
         # Our engine's reduced precision: weights stored in bf16 once, autocast for the rest;
         # the port gets plain autocast, which is how it is used.
         engine = ours if dtype is None else low_precision_copy(ours, dtype)
+        reduced[precision] = engine
 
         def run(model, call, dtype=dtype):
             def fn():
@@ -50,10 +53,21 @@ def bench_forward(ours, port, size, precisions, iters, warmup, compile=False,
                 if precision != "fp32" and "fp32" in precisions:
                     refs[name]["vs port fp32"] = "port fp32"
     agreement = {}
+    if "fp32" in precisions and len(precisions) > 1:
+        from zoedepth_ros.bench.engines import relative_difference
+
+        with torch.inference_mode():
+            reference = ours(x).metric_depth
+        for precision in precisions:
+            if precision != "fp32":
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    depth = reduced[precision](x).metric_depth
+                agreement[f"ours {precision}"] = relative_difference(depth, reference)
     if engines:
         from zoedepth_ros.bench.engines import engine_candidates
 
-        timed, setup_s, agreement = engine_candidates(ours, x, list(engines))
+        timed, setup_s, engine_agreement = engine_candidates(ours, x, list(engines), engine_precisions, skipped)
+        agreement.update(engine_agreement)
         compile_s.update(setup_s)
         candidates.update(timed)
         for name in timed:

@@ -5,24 +5,19 @@ and the node part's figures as printed, and the results as JSON.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 
 
 def machine() -> str:
-    """CPU model, cores, torch threads and version, Python: the line the results are read with."""
+    """CPU model, cores and threads, the instruction sets that decide bf16 and int8 speed (avx2,
+    avx512f, avx512_bf16, avx512_vnni, amx_bf16, amx_int8), torch threads and version, Python: the
+    line the results are read with (figures of different machines are never compared)."""
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+    from zoedepth_ros.inference.cpu_features import cpu_features
+
+    return (f"{cpu_features().line()}; {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"{platform.python_implementation()} {platform.python_version()}")
 
 
