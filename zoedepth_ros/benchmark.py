@@ -3,7 +3,9 @@
 Parts (interleaved iterations in alternating order, medians after warm-up, ratios against the reference):
 - forward:   the model forward at the network size (ours vs the port, fp32 and bf16 autocast;
              with --compile also ours under torch.compile, its compile time reported apart; with
-             --engines also ONNX Runtime / OpenVINO on our ONNX export, ratios to ours and the port);
+             --engines also ONNX Runtime / OpenVINO on our ONNX export, ratios to ours and the port,
+             in every --precision (fp32, bf16, int8) that the engine and this CPU run natively, each
+             with its agreement with our fp32; the others are named as skipped, with the reason);
 - estimator: a camera frame through pre-processing, forward (with and without flip TTA) and
              post-processing (ours vs the port's image processor + model + post-processing);
 - node:      the depth node in its own process, a publisher/subscriber process (this one) over

@@ -3,10 +3,11 @@
 The model is exported in fp32 (export.py), then NNCF (OpenVINO's quantizer, `pip install nncf`)
 inserts int8 QuantizeLinear / DequantizeLinear pairs into the ONNX graph, with scales from the
 statistics of the calibration frames (`nncf.ModelType.TRANSFORMER`: SmoothQuant and the
-transformer-aware scheme). The metric bins head (`model.metric_head`: router, projectors, seed
-regressors, attractors, log-binomial) is left out of the quantization and runs in fp32, as in
-every other precision: its log-binomial divides by temperatures down to 0.02. OpenVINO runs the
-quantized layers in int8 (VNNI / AMX where the CPU has them).
+transformer-aware scheme). Only the BEiT encoder is quantized: the metric bins head
+(`model.metric_head`: router, projectors, seed regressors, attractors, log-binomial; its
+log-binomial divides by temperatures down to 0.02) and the DPT reassembly and decoder stay fp32
+(`FP32_SCOPES`: quantizing the decoder too cost the demo model 15 % abs_rel outdoors). OpenVINO runs
+the quantized layers in int8 (VNNI / AMX where the CPU has them).
 
 The file is an ONNX file like any other export, with precision `int8` and the calibration's
 provenance (`zoedepth_ros.calibration`: the bags, frames used, NNCF version, date) in its metadata;
@@ -25,7 +26,9 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,7 +38,11 @@ from .export import ExportError, ExportInfo, export_onnx, read_export_info
 from .zoedepth import ZoeDepth
 
 DEFAULT_MAX_FRAMES = 300
-HEAD_SCOPE = "model.metric_head"  # the ExportGraph's `model.metric_head`: kept in fp32
+# Modules of the ExportGraph kept in fp32: the bins head, and the DPT reassembly and decoder. With
+# only the head kept, the demo model's abs_rel on held-out outdoor bags rose 15 % (indoor 2 %); with
+# the decoder too, both within 0.3 %. BEiT's blocks, the bulk of the compute, are quantized.
+HEAD_SCOPE = "model.metric_head"
+FP32_SCOPES = (HEAD_SCOPE, "model.reassemble", "model.decoder")
 
 
 def network_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -78,11 +85,36 @@ def calibration_frames(bags: Sequence[str | os.PathLike], max_frames: int = DEFA
     return frames, {"bags": taken, "frames": len(frames)}
 
 
+@contextmanager
+def _lean_onnxruntime():
+    """NNCF's ONNX backend runs the model in ONNX Runtime with its default session options, whose
+    constant folding of the 24 relative-position biases peaks past 10 GB for the full model
+    (docs/engines.md, "Speed and memory"): with that, the calibration of ZoeD-M12-NK did not fit in
+    24 GB. Within this block its sessions run without graph optimizations (the biases recomputed per
+    frame: slower, a third of the memory). NNCF creates every session in `nncf.onnx.engine`."""
+    import onnxruntime
+    from nncf.onnx import engine
+
+    class Options(onnxruntime.SessionOptions):
+        def __init__(self):
+            super().__init__()
+            self.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+    original = engine.rt
+    engine.rt = SimpleNamespace(SessionOptions=Options, InferenceSession=onnxruntime.InferenceSession)
+    try:
+        yield
+    finally:
+        engine.rt = original
+
+
 def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.ndarray],
                   size: tuple[int, int] | None = None, batch: int = 1, flip_tta: bool = False,
                   with_std: bool = True, source: str = "", provenance: dict | None = None,
-                  keep_head_fp32: bool = True) -> ExportInfo:
-    """Write `model` as an int8 ONNX file at `path`, calibrated on `frames` ((H, W, 3) uint8 RGB)."""
+                  fp32_scopes: Sequence[str] = FP32_SCOPES, preset: str = "performance",
+                  smooth_quant: bool = True) -> ExportInfo:
+    """Write `model` as an int8 ONNX file at `path`, calibrated on `frames` ((H, W, 3) uint8 RGB).
+    The modules under `fp32_scopes` (ExportGraph module paths) are not quantized."""
     try:
         import nncf
         import onnx
@@ -103,15 +135,24 @@ def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.
     inputs = [network_input(rgb, size) for rgb in frames]
     items = [np.concatenate([inputs[(i + k) % len(inputs)] for k in range(batch)])
              for i in range(0, len(inputs), batch)]
-    head = sorted(name for name, scope in scopes.items() if scope.startswith(HEAD_SCOPE)
-                  and name in {node.name for node in proto.graph.node})
-    ignored = nncf.IgnoredScope(names=head, validate=False) if keep_head_fp32 and head else None
-    quantized = nncf.quantize(proto, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
-                              model_type=nncf.ModelType.TRANSFORMER,
-                              **({"ignored_scope": ignored} if ignored is not None else {}))
+    nodes = {node.name for node in proto.graph.node}
+    kept = sorted(name for name, scope in scopes.items() if name in nodes
+                  and any(scope == s or scope.startswith(s + ".") for s in fp32_scopes))
+    ignored = nncf.IgnoredScope(names=kept, validate=False) if kept else None
+    options = {"ignored_scope": ignored} if ignored is not None else {}
+    if not smooth_quant:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+        options["advanced_parameters"] = AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
+    with _lean_onnxruntime():
+        quantized = nncf.quantize(proto, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
+                                  model_type=nncf.ModelType.TRANSFORMER,
+                                  preset=nncf.QuantizationPreset(preset), **options)
+    del proto
     calibration = {**(provenance or {}), "calibration_items": len(items), "nncf": nncf.__version__,
                    "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "fp32_scope": HEAD_SCOPE if ignored is not None else "",
+                   "fp32_scope": ", ".join(fp32_scopes) if ignored is not None else "",
                    "scheme": "NNCF post-training quantization, ModelType.TRANSFORMER, int8 weights and activations"}
     info = ExportInfo(info.config, info.size, info.batch, "int8", info.flip_tta, info.with_std,
                       info.weights_sha256, info.source, json.dumps(calibration, sort_keys=True))
