@@ -46,10 +46,12 @@ def bench_forward(ours, port, size, precisions, iters, warmup, compile=False,
             compile_s[name] = time.perf_counter() - started
         for name, model in ours_variants.items():
             candidates[name] = run(model, lambda m: m(x))
+            if name != "ours fp32" and "fp32" in precisions:
+                refs[name] = {"vs ours fp32": "ours fp32"}
         if port is not None:
             candidates[f"port {precision}"] = run(port, lambda m: m(pixel_values=x))
             for name in ours_variants:
-                refs[name] = {f"vs port {precision}": f"port {precision}"}
+                refs[name] = {**refs.get(name, {}), f"vs port {precision}": f"port {precision}"}
                 if precision != "fp32" and "fp32" in precisions:
                     refs[name]["vs port fp32"] = "port fp32"
     agreement = {}
