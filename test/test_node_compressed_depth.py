@@ -65,7 +65,9 @@ def check_compressed(compressed_msg, depth_msg, fmt: str, depth_max: float | Non
     depth = image_array(depth_msg)
     data = bytes(compressed_msg.data)
     kind, a, b = struct.unpack("<iff", data[:12])
-    effective_max = depth_max if depth_max is not None else float(np.nextafter(np.float32(MAX_DEPTH), np.inf))
+    # np.float32(inf): with numpy 1.26 a Python inf would make nextafter step in float64.
+    default_max = float(np.nextafter(np.float32(MAX_DEPTH), np.float32(np.inf)))
+    effective_max = depth_max if depth_max is not None else default_max
     assert (kind, np.float32(a), np.float32(b)) == (0, *plugin_params(effective_max, quantization))
     decoded = reference_decode(compressed_msg.format, data)
     invalid = np.isnan(depth) if depth_max is None else np.isnan(depth) | (depth >= depth_max)
