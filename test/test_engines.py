@@ -323,3 +323,13 @@ def test_int8_export_needs_calibration_frames(tmp_path, capsys):
     checkpoint = save_checkpoint(_model("N"), tmp_path / "n.safetensors")
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--precision", "int8"]) == 2
     assert "--precision int8 needs --calibration BAG" in capsys.readouterr().err
+
+
+def test_int8_runs_the_rest_of_the_graph_in_bf16_only_where_bf16_is_native(int8_export, monkeypatch):
+    path, _ = int8_export
+    for flags, hint in (("avx2 avx512f avx512_vnni amx_int8 avx512_bf16 amx_bf16", "bf16"),
+                        ("avx2 avx512f avx512_vnni", "f32")):
+        monkeypatch.setenv("ZOEDEPTH_CPU_FLAGS", flags)
+        estimator = DepthEstimator(path, device="cpu", engine="openvino", precision="int8")
+        (compiled, _), _, _ = next(iter(estimator.engine._sessions.values()))
+        assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == hint, flags
