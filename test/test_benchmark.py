@@ -142,7 +142,7 @@ def test_every_engine_and_precision_this_cpu_runs_is_timed_with_its_agreement(tm
         assert agreement[name]["median_rel"] < 1e-2, name
     # int8 calibrated on 4 synthetic frames, random weights: a loose bound on speed-only calibration.
     assert agreement["openvino int8"]["median_rel"] < 5e-2
-    assert results["compile_s"]["int8 export (NNCF, 4 frames)"] > 0
+    assert results["compile_s"]["openvino int8 quantization (NNCF, 4 frames) and load"] > 0
 
 
 def test_node_part_over_dds_with_the_shipped_profile(tmp_path):

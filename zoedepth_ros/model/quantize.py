@@ -171,3 +171,23 @@ def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.
         if os.path.exists(tmp):
             os.unlink(tmp)
     return read_export_info(path)
+
+
+def quantize_openvino(onnx_path: str | os.PathLike, node_scopes: dict[str, str], frames: Sequence[np.ndarray],
+                      size: tuple[int, int], fp32_scopes: Sequence[str] = FP32_SCOPES):
+    """The fp32 export at `onnx_path` quantized in memory by the same scheme as `quantize_int8`, through
+    NNCF's OpenVINO backend (an `openvino.Model`, not a file): what the benchmark times at full size,
+    where the ONNX backend's calibration in ONNX Runtime does not fit in 24 GB. `node_scopes`: what
+    `export_onnx(node_scopes=...)` filled in (OpenVINO names its operations after their ONNX outputs)."""
+    import nncf
+    import openvino
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    model = openvino.Core().read_model(str(onnx_path))
+    kept = [op.get_friendly_name() for op in model.get_ops()
+            if any(node_scopes.get(op.get_friendly_name(), "") == s
+                   or node_scopes.get(op.get_friendly_name(), "").startswith(s + ".") for s in fp32_scopes)]
+    items = [network_input(rgb, size) for rgb in frames]
+    return nncf.quantize(model, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
+                         model_type=nncf.ModelType.TRANSFORMER,
+                         ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
