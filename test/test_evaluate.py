@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,24 +256,52 @@ def test_bags_of_a_directory_aggregate_as_the_mean_over_images(tmp_path):
     assert {r["bag"] for r in read_rows(out)} == {"a", "b"}
 
 
+# A real SIGTERM, as a ROS launch or a batch system sends it, in a process of its own: a signal sent
+# to the test runner itself would also reach whatever native threads earlier tests left in it.
+_SIGTERM_RUN = """
+import os, signal, sys
+from zoedepth_ros.cli import main
+from zoedepth_ros.eval import evaluate
+from zoedepth_ros.eval.scoring import BagEvaluation
+
+original, calls = BagEvaluation.add, []
+
+def interrupted_add(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, *args, **kwargs)
+
+BagEvaluation.add = interrupted_add
+rc = main(sys.argv[1:])
+assert signal.getsignal(signal.SIGTERM) is not evaluate._raise_interrupt, "the SIGTERM handler stayed"
+sys.exit(rc)
+"""
+
+
 @pytest.mark.parametrize("how", ["keyboard", "sigterm"])
 def test_interruption_writes_a_consistent_partial_summary(tmp_path, monkeypatch, how):
     frames = make_frames(4)
     bag = write_prediction_bag(tmp_path / "bag", frames, scaled(frames, 1.1))
     out = tmp_path / "out"
-    original = BagEvaluation.add
-    calls = []
+    argv = ["evaluate", str(bag), "--pred-topic", PRED_TOPIC, "--out", str(out), "--no-progress"]
+    if how == "keyboard":
+        original = BagEvaluation.add
+        calls = []
 
-    def interrupted_add(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            if how == "keyboard":
+        def interrupted_add(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
                 raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(BagEvaluation, "add", interrupted_add)
-    assert main(["evaluate", str(bag), "--pred-topic", PRED_TOPIC, "--out", str(out), "--no-progress"]) == 130
+        monkeypatch.setattr(BagEvaluation, "add", interrupted_add)
+        assert main(argv) == 130
+        assert signal.getsignal(signal.SIGTERM) is not evaluate_module._raise_interrupt
+    else:
+        run = subprocess.run([sys.executable, "-c", _SIGTERM_RUN, *argv], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 130, run.stderr[-2000:]
     summary = read_summary(out)
     assert summary["complete"] is False
     scored = summary["frames"]
@@ -280,7 +309,6 @@ def test_interruption_writes_a_consistent_partial_summary(tmp_path, monkeypatch,
     assert len([r for r in read_rows(out) if r["status"] == "scored"]) == scored
     assert summary["abs_rel"] == pytest.approx(0.1, rel=1e-5)
     assert "Incomplete run" in (out / "report.md").read_text()
-    assert signal.getsignal(signal.SIGTERM) is not evaluate_module._raise_interrupt
     assert_no_partials(out)
 
 
