@@ -71,6 +71,7 @@ OPTIONAL = {
     "onnx_ir",
     "onnxruntime",
     "openvino",
+    "nncf",  # OpenVINO's quantizer: export --precision int8
     "tensorrt",
     "google",  # protobuf, onnx's (its DecodeError)
 }
