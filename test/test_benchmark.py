@@ -102,16 +102,21 @@ def test_engines_are_timed_against_ours_and_the_port(tmp_path, monkeypatch):
     assert all(r["ok"] for r in results["parity"])
 
 
-def test_precisions_this_cpu_lacks_are_skipped_with_the_reason(tmp_path, monkeypatch, capsys):
-    """The capability check forced to an AVX2-only CPU: bf16 and int8 are skipped, named with the
-    missing instruction sets, the rest is timed, and the command exits 0."""
-    monkeypatch.setenv("ZOEDEPTH_CPU_FLAGS", "avx2 fma")
+def time_every_precision(tmp_path, monkeypatch) -> dict:
+    """The forward part on tiny-N: torch and openvino in fp32, bf16 and int8; its JSON results."""
     monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     assert main(["benchmark", "--arch", "tiny-N", "--parts", "forward", "--precision", "fp32,bf16,int8",
                  "--engines", "torch,openvino", "--reference", "none", "--size", "96x128", "--iters", "1",
                  "--warmup", "0", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_precisions_this_cpu_lacks_are_skipped_with_the_reason(tmp_path, monkeypatch, capsys):
+    """The capability check forced to an AVX2-only CPU: bf16 and int8 are skipped, named with the
+    missing instruction sets, the rest is timed, and the command exits 0."""
+    monkeypatch.setenv("ZOEDEPTH_CPU_FLAGS", "avx2 fma")
+    results = time_every_precision(tmp_path, monkeypatch)
     assert {r["name"] for r in results["forward"]} == {"ours fp32", "openvino fp32"}
     skipped = results["skipped"]
     assert set(skipped) == {"ours bf16", "ours int8", "openvino bf16", "openvino int8"}
@@ -125,12 +130,7 @@ def test_precisions_this_cpu_lacks_are_skipped_with_the_reason(tmp_path, monkeyp
 @pytest.mark.skipif(not (cpu_features().native_bf16 and cpu_features().fast_int8),
                     reason="needs a CPU with native bf16 and int8 (avx512_bf16/amx_bf16, vnni/amx_int8)")
 def test_every_engine_and_precision_this_cpu_runs_is_timed_with_its_agreement(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
-    out = tmp_path / "bench.json"
-    assert main(["benchmark", "--arch", "tiny-N", "--parts", "forward", "--precision", "fp32,bf16,int8",
-                 "--engines", "torch,openvino", "--reference", "none", "--size", "96x128", "--iters", "1",
-                 "--warmup", "0", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())
+    results = time_every_precision(tmp_path, monkeypatch)
     timed = {"ours fp32", "ours bf16", "openvino fp32", "openvino bf16", "openvino int8"}
     assert {r["name"] for r in results["forward"]} == timed
     check_ratios(results["forward"], {(name, "vs ours fp32") for name in timed - {"ours fp32"}})

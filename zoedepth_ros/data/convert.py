@@ -136,7 +136,6 @@ def _run_kitti(args: argparse.Namespace) -> int:
     return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")
 
 
-
 def _run_kitti_drive(args: argparse.Namespace) -> int:
     frames, without_gt = convert_kitti_drive(
         args.raw_root, args.drive, args.gt_root, args.out,
