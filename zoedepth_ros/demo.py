@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.argtypes import positive_int
 from zoedepth_ros.errors import ZoeDepthError
 
@@ -159,11 +160,21 @@ def _drive(model: str, about: str, bags: dict[str, Path], out: Path, logs: Path)
                 results["clouds"][kind] = {"path": str(ply), "points": points}
         time.sleep(1.5)  # one more /diagnostics period after the last frame
         with listener.lock:
-            # Not the end-to-end latency: it is measured against the input stamp, and replayed
-            # frames carry their recorded stamps.
-            results["latency"] = {k: v for k, v in listener.diagnostics.items() if k.startswith("inference latency")
-                                  or k in ("frames in", "frames out", "device", "precision") or k.startswith("router")}
+            results["latency"] = node_figures(listener.diagnostics)
     return results
+
+
+def node_figures(values: dict[str, str]) -> dict[str, str]:
+    """The report's node figures out of the node's status values (in their order): frames in and
+    out, the inference latency, the frames of each router head, device and precision. Not the
+    end-to-end latency: it is measured against the input stamp, and replayed frames carry their
+    recorded stamps."""
+    keys = diagnostics_keys
+    inference = keys.INFERENCE_LATENCY
+    kept = {keys.FRAMES_IN, keys.FRAMES_OUT, keys.DEVICE, keys.PRECISION, keys.latency_mean_key(inference),
+            *(keys.latency_percentile_key(inference, q) for q in keys.LATENCY_PERCENTILES),
+            *map(keys.router_key, keys.parse_status(values).router)}
+    return {key: value for key, value in values.items() if key in kept}
 
 
 def _report_index(results: dict) -> str:
@@ -197,8 +208,9 @@ def run(args) -> int:
               f"  ({m['frames']} frames)")
     latency = results.get("latency", {})
     if latency:
-        routes = ", ".join(f"{k.split(': ', 1)[1]} {v}" for k, v in latency.items() if k.startswith("router"))
-        print(f"  node: inference {latency.get('inference latency mean (ms)', '?')} ms mean, "
-              f"p95 {latency.get('inference latency p95 (ms)', '?')} ms on {latency.get('device', '?')}; "
-              f"router: {routes}")
+        inference = diagnostics_keys.INFERENCE_LATENCY
+        routes = ", ".join(f"{domain} {n}" for domain, n in diagnostics_keys.parse_status(latency).router.items())
+        print(f"  node: inference {latency.get(diagnostics_keys.latency_mean_key(inference), '?')} ms mean, "
+              f"p95 {latency.get(diagnostics_keys.latency_percentile_key(inference, 95), '?')} ms "
+              f"on {latency.get(diagnostics_keys.DEVICE, '?')}; router: {routes}")
     return 0

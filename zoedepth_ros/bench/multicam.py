@@ -15,6 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.bench.models import arch_config
 
 SETUP_MULTI, SETUP_NODES = "1 node, N cameras", "N nodes"
@@ -117,7 +118,8 @@ def _run_setup(setup: str, n: int, ckpt: Path, tmp: Path, frame, rate_hz: float,
             row["gpu_peak_mib_total"] = sum(gpu_peak.values())
     # The shared model's figures (frames per batch...), from the node's own /diagnostics status.
     statuses = {name: values for name, values in driven["diagnostics"].items()
-                if any(name.startswith(ns + "/") for ns, _ in launches) and "frames per batch mean" in values}
+                if any(name.startswith(ns + "/") for ns, _ in launches)
+                and diagnostics_keys.parse_status(values).batches is not None}
     if statuses:
         row["node_diagnostics"] = next(iter(statuses.values()))
     return row

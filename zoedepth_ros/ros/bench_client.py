@@ -16,6 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.bench.timing import camera_frame
 
 
@@ -70,7 +71,7 @@ class _NodeDriver:
         self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}, "compressedDepth": {}}
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
-        self.node_diagnostics: dict[str, str] = {}  # the node's own latency figures (/diagnostics)
+        self.node_status: diagnostics_keys.NodeStatus | None = None  # its last with latencies (/diagnostics)
         # Serialized (raw) outputs: the clock stops when the message is here, as for a C++ consumer
         # such as RViz, not after rclpy has also built Python objects of every pixel.
         client.create_subscription(Image, "depth/image", self._on("depth"), self.qos, raw=True)
@@ -88,10 +89,10 @@ class _NodeDriver:
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
-            values = {kv.key: kv.value for kv in status.values}
-            if status.name.startswith(self.client.get_namespace()) and "forward latency p50 (ms)" in values:
+            reported = diagnostics_keys.parse_status(diagnostics_keys.status_values(status))
+            if status.name.startswith(self.client.get_namespace()) and reported.forward is not None:
                 with self.lock:
-                    self.node_diagnostics = values
+                    self.node_status = reported
 
     def subscribe_points(self) -> None:
         self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
@@ -215,6 +216,27 @@ def compare_compressed_depth(driver, frames: int, warmup: int, stats) -> dict:
     return result
 
 
+def with_node_latency(result: dict, node_status: diagnostics_keys.NodeStatus | None, forward: dict) -> dict:
+    """`result` (closed-loop latencies) with the overhead = latency minus the forward time, both p50,
+    the forward timed inside the node (`node_status`: its last status with latencies, None before
+    its first) or, only if the node's is missing, in this process (`forward`): the same model runs
+    slower there while its outputs of the previous frame are still being serialised and received.
+    With the node's inference time, also the transport: latency minus inference."""
+
+    def p50(latency: diagnostics_keys.Latency | None) -> float | None:
+        return latency.p50_ms if latency is not None else None
+
+    node_forward = p50(node_status.forward) if node_status is not None else None
+    node_inference = p50(node_status.inference) if node_status is not None else None
+    if "p50_ms" in result:
+        result["forward_p50_ms"] = node_forward if node_forward is not None else forward["median_ms"]
+        result["overhead_p50_ms"] = result["p50_ms"] - result["forward_p50_ms"]
+        if node_inference is not None:
+            result["node_inference_p50_ms"] = node_inference
+            result["transport_p50_ms"] = result["p50_ms"] - node_inference
+    return result
+
+
 def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, compressed_depth=False) -> dict:
     driver = _NodeDriver(client, node_proc, node_log, frame)
     executor = SingleThreadedExecutor()
@@ -229,27 +251,10 @@ def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, 
         return out
 
     def with_node_timing(result):
-        """Overhead = latency minus the forward time, both p50, the forward timed inside the node
-        (this process's figure only if the node's is missing): the same model runs slower there
-        while its outputs of the previous frame are still being serialised and received."""
         time.sleep(1.2)  # one more /diagnostics period
         with driver.lock:
-            values = dict(driver.node_diagnostics)
-
-        def number(key):
-            try:
-                return float(values[key])
-            except (KeyError, ValueError):
-                return None
-
-        node_forward, node_inference = number("forward latency p50 (ms)"), number("inference latency p50 (ms)")
-        if "p50_ms" in result:
-            result["forward_p50_ms"] = node_forward if node_forward is not None else forward["median_ms"]
-            result["overhead_p50_ms"] = result["p50_ms"] - result["forward_p50_ms"]
-            if node_inference is not None:
-                result["node_inference_p50_ms"] = node_inference
-                result["transport_p50_ms"] = result["p50_ms"] - node_inference
-        return result
+            node_status = driver.node_status
+        return with_node_latency(result, node_status, forward)
 
     try:
         results = {"depth": with_node_timing(stats(driver.closed_loop(("depth",), frames, warmup)))}

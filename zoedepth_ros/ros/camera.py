@@ -16,6 +16,7 @@ import time
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.camera_info import (
     CameraInfoError,
     check_camera_info,
@@ -242,9 +243,9 @@ class Camera:
         image_input = self.image_input
         values = {}
         if image_input is not None:
-            values["input reliability"] = f"{image_input.reliability} ({image_input.why})"
+            values[diagnostics_keys.INPUT_RELIABILITY] = f"{image_input.reliability} ({image_input.why})"
         if self.loss_problem is not None:
-            values["input loss"] = self.loss_problem
+            values[diagnostics_keys.INPUT_LOSS] = self.loss_problem
         if not active:
             return values, None
         snapshot, recent, missed = self.stats.snapshot()
@@ -252,8 +253,8 @@ class Camera:
         outputs = self.outputs
         if outputs is not None and outputs.compressed_depth.encoded:
             # Its encoder keeps the newest frame only: what it skipped says it cannot keep up.
-            values["compressedDepth published"] = str(outputs.compressed_depth.encoded)
-            values["compressedDepth skipped (encoder busy)"] = str(outputs.compressed_depth.replaced)
+            values[diagnostics_keys.COMPRESSED_DEPTH_PUBLISHED] = str(outputs.compressed_depth.encoded)
+            values[diagnostics_keys.COMPRESSED_DEPTH_SKIPPED] = str(outputs.compressed_depth.replaced)
         problems = []
         if self.camera_info is None and self._settings().fallback_hfov_deg == 0.0:
             problems.append("no camera_info: publishing depth only")

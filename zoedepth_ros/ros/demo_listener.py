@@ -15,6 +15,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import PointCloud2
 
+from zoedepth_ros.diagnostics_keys import status_values
+
 
 class Listener:
     """Keeps the newest cloud and the node's last diagnostics (both under `lock`)."""
@@ -40,7 +42,7 @@ class Listener:
         for status in msg.status:
             if status.name.startswith(f"{self.namespace}/zoedepth"):
                 with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+                    self.diagnostics = status_values(status)
 
     def close(self) -> None:
         self.executor.shutdown()

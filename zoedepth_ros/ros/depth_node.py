@@ -47,9 +47,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.image_codec import ImageDecodeError
 from zoedepth_ros.ros.camera import Camera
-from zoedepth_ros.ros.diagnostics import BatchStats, ThrottledLog, depth_status
+from zoedepth_ros.ros.diagnostics import BatchStats, ThrottledLog, depth_status, model_values
 from zoedepth_ros.ros.inputs import AdmittedFrame, FrameSlots
 from zoedepth_ros.ros.lifecycle import guard_change_state
 from zoedepth_ros.ros.parameters import PARAMETERS, Settings, descriptor, validate
@@ -160,8 +161,8 @@ class DepthNode(LifecycleNode):
         self._failure = None
         self._estimator = estimator
         # The precision the engine runs (`auto` resolved) and why, in the log and on /diagnostics.
-        self._loaded = {"model": settings.model, "engine": settings.engine, "device": str(estimator.device),
-                        "precision": estimator.precision, "precision choice": estimator.precision_reason}
+        self._loaded = model_values(settings.model, str(estimator.device), estimator.precision, engine=settings.engine,
+                                    precision_choice=estimator.precision_reason)
         if settings.precision == "auto":
             self.get_logger().info(f"precision auto: {estimator.precision} ({estimator.precision_reason})")
         self._sync_cameras()
@@ -319,35 +320,34 @@ class DepthNode(LifecycleNode):
 
     def _loaded_device(self) -> str:
         loaded = self._loaded
-        return loaded["device"] if loaded is not None else "?"
+        return loaded[diagnostics_keys.DEVICE] if loaded is not None else "?"
 
     # ---------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
         loaded = self._loaded  # read once: a transition may swap it meanwhile
         if loaded is None:  # not loaded yet (or failed): report what is asked for
-            loaded = {"model": self._settings.model, "device": self._settings.device,
-                      "precision": self._settings.precision}
+            loaded = model_values(self._settings.model, self._settings.device, self._settings.precision)
         active = self._failure is None and self._state == "active"
         name = f"{self.get_fully_qualified_name()}: depth estimation"
         cameras = list(self._cameras.values())
         if cameras == [self._cameras.get("")]:  # one camera: one status, the node's
             values, problems = cameras[0].report(active)
-            statuses = [depth_status(name, {"state": self._state, **values}, loaded, self._failure, problems)]
+            statuses = [depth_status(name, self._state, values, loaded, self._failure, problems)]
         else:
             statuses, troubled = [], []
             for camera in cameras:
                 values, problems = camera.report(active)
                 statuses.append(depth_status(f"{self.get_fully_qualified_name()}: camera {camera.name}",
-                                             {"state": self._state, **values}, loaded, self._failure, problems))
+                                             self._state, values, loaded, self._failure, problems))
                 if problems:
                     troubled.append(f"{camera.name} ({problems[0]})")
-            values = {"state": self._state, "cameras": ", ".join(self._cameras)}
+            values = {diagnostics_keys.CAMERAS: ", ".join(self._cameras)}
             node_problems = None
             if active:
                 values.update(self._batches.snapshot())
                 node_problems = [f"cameras with problems: {'; '.join(troubled)}"] if troubled else []
-            statuses.insert(0, depth_status(name, values, loaded, self._failure, node_problems))
+            statuses.insert(0, depth_status(name, self._state, values, loaded, self._failure, node_problems))
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)

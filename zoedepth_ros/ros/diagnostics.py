@@ -11,6 +11,8 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from zoedepth_ros import diagnostics_keys
+
 LATENCY_WINDOW = 200  # frames behind the mean/p95 latencies in /diagnostics
 THROTTLE_S = 5.0  # a log line of one kind at most this often
 
@@ -68,21 +70,22 @@ class Stats:
             self._last = (now, self.inputs, self.outputs, self.rejected.copy(), self.missed)
             elapsed = max(now - then, 1e-9)
             values = {
-                "input rate (Hz)": f"{(self.inputs - inputs) / elapsed:.2f}",
-                "output rate (Hz)": f"{(self.outputs - outputs) / elapsed:.2f}",
-                "frames in": str(self.inputs),
-                "frames out": str(self.outputs),
-                "frames dropped as stale": str(self.stale),
-                "frames missed (publisher sequence gaps)": str(self.missed),
-                "frames rejected": str(sum(self.rejected.values())),
-                "camera_info in": str(self.camera_infos),
+                diagnostics_keys.INPUT_RATE: f"{(self.inputs - inputs) / elapsed:.2f}",
+                diagnostics_keys.OUTPUT_RATE: f"{(self.outputs - outputs) / elapsed:.2f}",
+                diagnostics_keys.FRAMES_IN: str(self.inputs),
+                diagnostics_keys.FRAMES_OUT: str(self.outputs),
+                diagnostics_keys.FRAMES_STALE: str(self.stale),
+                diagnostics_keys.FRAMES_MISSED: str(self.missed),
+                diagnostics_keys.FRAMES_REJECTED: str(sum(self.rejected.values())),
+                diagnostics_keys.CAMERA_INFO_IN: str(self.camera_infos),
             }
             recent = self.rejected - rejected
-            # inference = pre-processing + forward + post-processing; forward = the model alone.
-            values.update(_latencies({"inference latency": self.inference_s, "forward latency": self.forward_s,
-                                      "end-to-end latency": self.end_to_end_s}))
-            values.update({f"rejected: {reason}": str(n) for reason, n in sorted(self.rejected.items())})
-            values.update({f"router: {domain}": str(n) for domain, n in sorted(self.domains.items())})
+            values.update(_latencies({diagnostics_keys.INFERENCE_LATENCY: self.inference_s,
+                                      diagnostics_keys.FORWARD_LATENCY: self.forward_s,
+                                      diagnostics_keys.END_TO_END_LATENCY: self.end_to_end_s}))
+            values.update({diagnostics_keys.rejected_key(reason): str(n)
+                           for reason, n in sorted(self.rejected.items())})
+            values.update({diagnostics_keys.router_key(domain): str(n) for domain, n in sorted(self.domains.items())})
         return values, recent, self.missed - missed
 
 
@@ -114,43 +117,58 @@ class BatchStats:
             then, frames = self._last
             self._last = (now, self.frames)
             values = {
-                "output rate (Hz)": f"{(self.frames - frames) / max(now - then, 1e-9):.2f}",
-                "batches": str(self.batches),
-                "frames out": str(self.frames),
-                "frames per batch mean": f"{np.mean(self.sizes):.2f}" if self.sizes else "n/a",
-                "largest batch": str(max(self.sizes, default=0)),
+                diagnostics_keys.OUTPUT_RATE: f"{(self.frames - frames) / max(now - then, 1e-9):.2f}",
+                diagnostics_keys.BATCHES: str(self.batches),
+                diagnostics_keys.FRAMES_OUT: str(self.frames),
+                diagnostics_keys.FRAMES_PER_BATCH_MEAN: f"{np.mean(self.sizes):.2f}" if self.sizes else "n/a",
+                diagnostics_keys.LARGEST_BATCH: str(max(self.sizes, default=0)),
             }
-            values.update(_latencies({"inference latency": self.inference_s, "forward latency": self.forward_s}))
+            values.update(_latencies({diagnostics_keys.INFERENCE_LATENCY: self.inference_s,
+                                      diagnostics_keys.FORWARD_LATENCY: self.forward_s}))
         return values
 
 
 def _latencies(windows: dict[str, collections.deque[float]]) -> dict[str, str]:
-    """Mean, p50 and p95 in milliseconds of each window of seconds, "n/a" for an empty one."""
+    """Mean and percentiles in milliseconds of each window of seconds, "n/a" for an empty one."""
     values = {}
     for label, window in windows.items():
         samples = np.asarray(window) * 1000.0
-        values[f"{label} mean (ms)"] = f"{samples.mean():.1f}" if samples.size else "n/a"
-        for q in (50, 95):
-            values[f"{label} p{q} (ms)"] = f"{np.percentile(samples, q):.1f}" if samples.size else "n/a"
+        values[diagnostics_keys.latency_mean_key(label)] = f"{samples.mean():.1f}" if samples.size else "n/a"
+        for q in diagnostics_keys.LATENCY_PERCENTILES:
+            values[diagnostics_keys.latency_percentile_key(label, q)] = (
+                f"{np.percentile(samples, q):.1f}" if samples.size else "n/a")
     return values
 
 
-def depth_status(name: str, values: dict[str, str], loaded: dict[str, str], failure: str | None,
+def model_values(model: str, device: str, precision: str, engine: str | None = None,
+                 precision_choice: str | None = None) -> dict[str, str]:
+    """The model's values in every status (`loaded` of depth_status): before the model is loaded,
+    the one asked for; once loaded, also its engine and why it runs this precision."""
+    values = {diagnostics_keys.MODEL: model}
+    if engine is not None:
+        values[diagnostics_keys.ENGINE] = engine
+    values.update({diagnostics_keys.DEVICE: device, diagnostics_keys.PRECISION: precision})
+    if precision_choice is not None:
+        values[diagnostics_keys.PRECISION_CHOICE] = precision_choice
+    return values
+
+
+def depth_status(name: str, state: str, values: dict[str, str], loaded: dict[str, str], failure: str | None,
                  problems: list[str] | None) -> DiagnosticStatus:
     """The node's status: ERROR with `failure` (why the last configure failed); OK with the
-    lifecycle state (values["state"]) while not active (`problems` None); when active, WARN naming
-    the `problems`, or OK with the output rate. `loaded`: the model, device and precision."""
+    lifecycle `state` while not active (`problems` None); when active, WARN naming the `problems`,
+    or OK with the output rate. Its values: the state, `values`, then `loaded` (model_values)."""
     status = DiagnosticStatus(name=name)
     if failure is not None:
         status.level, status.message = DiagnosticStatus.ERROR, failure
     elif problems is None:
-        status.level, status.message = DiagnosticStatus.OK, values["state"]
+        status.level, status.message = DiagnosticStatus.OK, state
     elif problems:
         status.level, status.message = DiagnosticStatus.WARN, "; ".join(problems)
     else:
-        status.level, status.message = DiagnosticStatus.OK, f"active, {values['output rate (Hz)']} Hz out"
-    status.hardware_id = loaded["device"]
-    status.values = [KeyValue(key=k, value=v) for k, v in {**values, **loaded}.items()]
+        status.level, status.message = DiagnosticStatus.OK, f"active, {values[diagnostics_keys.OUTPUT_RATE]} Hz out"
+    status.hardware_id = loaded[diagnostics_keys.DEVICE]
+    status.values = [KeyValue(key=k, value=v) for k, v in {diagnostics_keys.STATE: state, **values, **loaded}.items()]
     return status
 
 

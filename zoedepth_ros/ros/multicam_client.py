@@ -16,6 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
+from zoedepth_ros.diagnostics_keys import status_values
 from zoedepth_ros.ros.bench_client import camera_messages, cdr_stamp_ns, log_tail
 
 
@@ -72,7 +73,7 @@ class _CameraDriver:
     def _on_diagnostics(self, msg) -> None:
         with self.lock:
             for status in msg.status:
-                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+                self.diagnostics[status.name] = status_values(status)
 
     def _check_nodes(self) -> None:
         for proc, log in self.nodes:

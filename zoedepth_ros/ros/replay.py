@@ -38,6 +38,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.argtypes import at_least, positive_float
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.data.bag import FrameReader, message_count, read_frames, read_metadata
@@ -59,7 +60,6 @@ SPIN_STEP_S = 0.05  # longest wait without looking at the clock (expiries, sched
 DISCOVERY_SETTLE_S = 0.5
 # The depth node reports on /diagnostics once a second: its first report comes within this.
 DIAGNOSTICS_WAIT_S = 2.5
-REJECTED_PREFIX = "rejected: "
 
 
 class ReplayError(ZoeDepthError):
@@ -176,11 +176,10 @@ class ReplayNode(Node):
         for status in msg.status:
             if self.depth_node_status is None or not status.name.startswith(self.depth_node_status):
                 continue
-            values = {kv.key: kv.value for kv in status.values}
-            if "frames rejected" not in values:  # not active: no counters
+            reported = diagnostics_keys.parse_status(diagnostics_keys.status_values(status))
+            if reported.frames_rejected is None:  # not active: no counters
                 continue
-            counters = collections.Counter({key[len(REJECTED_PREFIX):]: int(value) for key, value in values.items()
-                                            if key.startswith(REJECTED_PREFIX)})
+            counters = reported.rejected
             if self.node_rejected is not None and counters - self.node_rejected:
                 self._on_rejected(counters - self.node_rejected)
             self.node_rejected = counters
