@@ -212,6 +212,14 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
     return True
 
 
+def wait_done(future, timeout: float) -> bool:
+    """Whether the rclpy `future` (a service call's, ...) is done within `timeout`: woken by its
+    completion, where polling `future.done` would add up to an interval to every call."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    return done.wait(timeout) or future.done()
+
+
 @contextlib.contextmanager
 def ros_context():
     """A private rclpy context for one test module."""
@@ -276,6 +284,18 @@ class Harness:
     def latest_diagnostics(self, collector) -> dict[str, str]:
         statuses = self.diagnostics(collector)
         return {v.key: v.value for v in statuses[-1].values} if statuses else {}
+
+    def wait_report(self, collector, timeout: float = 10.0) -> bool:
+        """Wait for a /diagnostics report of the depth node stamped after this call (one a second):
+        what it says covers everything before the call. Instead of sleeping past a report period."""
+        since = time.time()
+
+        def reported() -> bool:
+            return any(array.header.stamp.sec + array.header.stamp.nanosec * 1e-9 >= since
+                       and any(s.name.startswith(f"{self.namespace}/zoedepth") for s in array.status)
+                       for array in reversed(collector.messages("/diagnostics")))
+
+        return wait_until(reported, timeout, interval=0.02)
 
     def close(self) -> None:
         for node in reversed(self.nodes):

@@ -18,7 +18,7 @@ from rclpy.parameter_client import AsyncParameterClient
 
 from zoedepth_ros.ros.processes import stop_process
 
-from ros_helpers import REPO, Harness, wait_until
+from ros_helpers import REPO, Harness, wait_done, wait_until
 
 # Every id lifecycle_msgs defines, and some it does not.
 TRANSITION_IDS = sorted({v for k, v in vars(Transition).items() if k.startswith("TRANSITION_")} | {9, 100, 255})
@@ -64,7 +64,7 @@ class NodeProcess:
     def call(self, client, request, timeout: float | None = None):
         """The answer; None after `timeout`, or a failed test when no timeout is given."""
         future = client.call_async(request)
-        if not wait_until(future.done, timeout or TIMEOUT_S):
+        if not wait_done(future, timeout or TIMEOUT_S):
             client.remove_pending_request(future)
             assert timeout is not None, f"no answer from {client.srv_name}: {self.alive()}"
             return None
@@ -145,16 +145,16 @@ def test_parameter_requests_of_the_wrong_type_range_or_name_are_refused(ros):
             assert node.request(1) and node.request(3)
             names = sorted({p.name for p in bad if not p.name.startswith(("qos", "no_such"))})
             before = parameters.get_parameters(names)
-            assert wait_until(before.done, TIMEOUT_S)
+            assert wait_done(before, TIMEOUT_S)
             for parameter in bad:
                 future = parameters.set_parameters([parameter])
-                assert wait_until(future.done, TIMEOUT_S), parameter.name
+                assert wait_done(future, TIMEOUT_S), parameter.name
                 assert not future.result().results[0].successful, (parameter.name, parameter.value)
                 assert node.alive() == "running", parameter.name
             atomically = parameters.set_parameters_atomically([Parameter("max_depth", value=50.0), bad[0]])
-            assert wait_until(atomically.done, TIMEOUT_S) and not atomically.result().result.successful
+            assert wait_done(atomically, TIMEOUT_S) and not atomically.result().result.successful
             after = parameters.get_parameters(names)
-            assert wait_until(after.done, TIMEOUT_S)
+            assert wait_done(after, TIMEOUT_S)
             assert after.result().values == before.result().values  # nothing changed
             assert node.state() == "active"
         finally:
