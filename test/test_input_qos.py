@@ -51,7 +51,7 @@ def launched_node(ros):
                 return {v.value for status in ros.diagnostics(collector) for v in status.values if v.key == key}
 
             assert wait_until(lambda: latest().get("state") == "active", timeout=60.0), "node did not activate"
-            latest.reported = reported
+            latest.reported, latest.collector = reported, collector
             yield latest
     finally:
         stop_process(proc)
@@ -66,7 +66,7 @@ def _stream(ros, latest, qos: str, env: dict[str, str]) -> tuple[int, dict[str, 
         # The last frames, and a diagnostics report after them, before the camera process exits:
         # reliable frames not yet delivered die with it, and a loaded machine can take seconds.
         wait_until(lambda: int(latest().get("frames in", 0)) - before >= FRAMES, timeout=6.0)
-        time.sleep(1.5)
+        assert ros.wait_report(latest.collector)
     values = latest()
     received = int(values["frames in"]) - before
     print(f"\n{qos} publisher, {'shipped' if env.get(DDS_PROFILE_VARIABLE) else 'no'} profile: {received}/{FRAMES} "

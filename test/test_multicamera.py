@@ -217,7 +217,7 @@ def test_saturated_cameras_share_the_model_fairly(ros, recorder, max_batch, batc
         finally:
             stop.set()
             streamer.join()
-        time.sleep(1.5)  # a diagnostics report after the run
+        assert ros.wait_report(diagnostics)  # a diagnostics report after the run
         statuses = _camera_statuses(ros, diagnostics)
     assert min(counts.values()) >= 0.9 * max(counts.values()) > 0, counts
     # Saturated: more frames came in than the model could take, and the batches were full.
@@ -308,7 +308,7 @@ def test_a_failing_camera_never_costs_another_its_outputs(ros, namespace):
                     assert wait_until(lambda n=before: len(collector.messages("bad/depth/image")) > n, timeout=10.0)
                     driver.proc.kill()
                     good_keeps_going()
-        time.sleep(1.5)
+        assert ros.wait_report(diagnostics)  # a diagnostics report after it all
         statuses = _camera_statuses(ros, diagnostics)
     assert not node.camera("good").stats.rejected, node.camera("good").stats.rejected
     rejected = node.camera("bad").stats.rejected
