@@ -76,19 +76,26 @@ def test_every_engine_publishes_the_same_depth_cloud_and_uncertainty(ros, engine
     assert len(list(engine_cache.glob("*.onnx"))) == 1
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["truncated", "no metadata"])
-def test_a_bad_onnx_file_leaves_the_node_unconfigured_and_diagnostics_say_why(ros, case, tmp_path, tiny_model):
-    import onnx
-
+@pytest.fixture(scope="module")
+def tiny_n_export(tmp_path_factory, tiny_model):
+    """A tiny N exported at 64x64, for the tests to damage copies of (an export takes seconds)."""
     from zoedepth_ros.model.export import export_onnx
 
-    path = tmp_path / "model.onnx"
+    path = tmp_path_factory.mktemp("tiny_n_export") / "model.onnx"
     export_onnx(tiny_model("N", (64, 64)), path, size=(64, 64))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["truncated", "no metadata"])
+def test_a_bad_onnx_file_leaves_the_node_unconfigured_and_diagnostics_say_why(ros, case, tmp_path, tiny_n_export):
+    import onnx
+
+    path = tmp_path / "model.onnx"
     if case == "truncated":
-        path.write_bytes(path.read_bytes()[:50_000])
+        path.write_bytes(tiny_n_export.read_bytes()[:50_000])
     else:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(tiny_n_export))
         del proto.metadata_props[:]
         onnx.save(proto, str(path))
     node = ros.depth_node(model=str(path), engine="onnxruntime")
