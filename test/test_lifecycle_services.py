@@ -7,6 +7,7 @@ as `ros2 service call` / `ros2 param set` would send them.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -49,16 +50,24 @@ class NodeProcess:
             [sys.executable, "-m", "zoedepth_ros.cli", "node", "--ros-args", "-r", f"__ns:={self.namespace}",
              "-p", f"model:={self.checkpoint}", "-p", "device:=cpu", "-p", "autostart:=false"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.get.wait_for_service(TIMEOUT_S) and self.change.wait_for_service(TIMEOUT_S)
-        # A service is found before it has found our client: its first answers may go nowhere.
-        assert wait_until(lambda: self.call(self.get, GetState.Request(), timeout=1.0) is not None, TIMEOUT_S)
+        # (rclpy's wait_for_service looks every 0.25 s)
+        assert wait_until(lambda: self.get.service_is_ready() and self.change.service_is_ready(), TIMEOUT_S,
+                          interval=0.01)
+        # A service is found before it has found our client: its first answers may go nowhere (asked
+        # again after 0.2 s: an answer takes milliseconds).
+        assert wait_until(lambda: self.call(self.get, GetState.Request(), timeout=0.2) is not None, TIMEOUT_S)
         assert self.state() == "unconfigured"
 
     def stop(self) -> str:
         if self.proc is None:
             return ""
-        output = stop_process(self.proc)
+        # Ctrl-C, as `ros2 launch` stops a node: it shuts down and leaves the DDS graph at once. (One
+        # killed by SIGTERM stayed in the graph for seconds, and answered the next one's first calls
+        # with nothing.) Then the next node starts once this one's services are gone.
+        output = stop_process(self.proc, sig=signal.SIGINT)
         self.proc = None
+        wait_until(lambda: not (self.get.service_is_ready() or self.change.service_is_ready()), TIMEOUT_S,
+                   interval=0.01)
         return output
 
     def call(self, client, request, timeout: float | None = None):
