@@ -21,7 +21,8 @@ import numpy as np
 
 from zoedepth_ros.data.bag import read_frames, read_metadata
 from zoedepth_ros.data.synth import write_synth_bag
-from zoedepth_ros.eval.protocols import Protocol, kb_crop
+from zoedepth_ros.data.synth_motion import cut_index
+from zoedepth_ros.eval.protocols import Protocol, kb_crop, kb_crop_intrinsics
 from zoedepth_ros.eval.results import summarize
 from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.inference import DepthEstimator
@@ -34,16 +35,32 @@ SEQUENCES = [(kind, motion, gap) for kind in ("indoor", "outdoor")
                                  ("cut", 0.0))]
 
 
+# A frame after a cut is smeared when over 1 % of its pixels are more than 10 % off the prediction.
+SMEAR_RATIO = 1.1
+SMEAR_PIXELS = 0.01
+
+
 def sequence_name(kind: str, motion: str, gap: float) -> str:
     return f"{kind}_{motion}" + ("_nogap" if motion == "cut" and gap == 0.0 else "")
 
 
+def smears(filtered: np.ndarray, predicted: np.ndarray) -> bool:
+    """Whether a frame after a cut shows the old scene: more than SMEAR_PIXELS of its valid pixels
+    off the prediction by more than SMEAR_RATIO."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.abs(np.log(filtered / predicted))
+    valid = np.isfinite(off)
+    return np.count_nonzero(off[valid] > np.log(SMEAR_RATIO)) > SMEAR_PIXELS * np.count_nonzero(valid)
+
+
 def predict_bag(estimator: DepthEstimator, bag: Path, protocol: Protocol) -> list[tuple]:
-    """(frame, K, prediction) of every frame, as evaluate_with_estimator predicts them."""
+    """(frame, image, K, prediction) of every frame, as evaluate_with_estimator predicts them and
+    gives them to the temporal filter (the image and K of the KB crop where the protocol crops)."""
     out = []
     for frame in read_frames(bag):
-        rgb = kb_crop(frame.rgb) if protocol.kb_crop else frame.rgb
-        out.append((frame, estimator.predict_batch([np.ascontiguousarray(rgb)])[0].depth))
+        rgb = np.ascontiguousarray(kb_crop(frame.rgb) if protocol.kb_crop else frame.rgb)
+        K = kb_crop_intrinsics(frame.K, frame.rgb.shape) if protocol.kb_crop else frame.K
+        out.append((frame, rgb, K, estimator.predict_batch([rgb])[0].depth))
     return out
 
 
@@ -68,18 +85,21 @@ def main() -> int:
         for filter_name in filters:
             flt = make_temporal_filter(filter_name)
             evaluation = BagEvaluation(name, protocol, worst=0, path=bag)
-            first_after_cut = None
-            for index, (frame, depth) in enumerate(predictions):
-                filtered = flt.filter(depth, frame.stamp_ns, frame.K)
-                if motion == "cut" and index == args.frames // 2:
+            first_after_cut = smeared = None
+            for index, (frame, rgb, K, depth) in enumerate(predictions):
+                filtered = flt.filter(depth, frame.stamp_ns, K, rgb)
+                if motion == "cut" and index == cut_index(args.frames):
                     first_after_cut = bool(np.array_equal(filtered, depth, equal_nan=True))
+                    smeared = 0
+                if smeared is not None and smears(filtered, depth):
+                    smeared += 1
                 evaluation.add(frame, filtered, index)
             summary = summarize([evaluation], {"model": args.model, "temporal_filter": filter_name}, True)
             temporal = summary.get("temporal") or {}
             results[name][filter_name] = {
                 "abs_rel": summary["abs_rel"], "a1": summary["a1"], "tae": temporal.get("tae"),
                 "flicker": temporal.get("flicker"), "pairs": temporal.get("pairs"),
-                "first_after_cut_unfiltered": first_after_cut,
+                "first_after_cut_unfiltered": first_after_cut, "frames_smeared_after_cut": smeared,
             }
         print(name, json.dumps(results[name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -102,12 +122,19 @@ def table(results: dict[str, dict[str, dict]], filters: list[str]) -> str:
         for filter_name in filters:
             row = by_filter[filter_name]
             cells = [name, filter_name]
-            for key, digits in (("tae", 3), ("flicker", 4), ("abs_rel", 4)):
+            for key, digits in (("tae", 3), ("flicker", 6), ("abs_rel", 4)):
                 value, ref = row[key], base.get(key)
                 change = (f"{100 * (value / ref - 1):+.1f} %" if value is not None and ref and filter_name != "none"
                           else "")
                 cells += [_fmt(value, digits), change]
             lines.append("| " + " | ".join(cells) + " |")
+    cuts = [(name, f, by_filter[f]) for name, by_filter in results.items() for f in filters
+            if by_filter[f].get("frames_smeared_after_cut") is not None]
+    if cuts:
+        lines += ["", "| cut sequence | filter | first frame after the cut = prediction | frames smeared after it |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {f} | {'yes' if row['first_after_cut_unfiltered'] else 'no'} | "
+                  f"{row['frames_smeared_after_cut']} |" for name, f, row in cuts]
     return "\n".join(lines) + "\n"
 
 

@@ -439,8 +439,11 @@ def reason_counts(diagnostics: dict[str, str]) -> collections.Counter:
 
 @pytest.fixture
 def harness_options(namespace):
+    # The oracle is each admitted frame's own prediction: with a temporal filter the depth would
+    # also depend on which earlier frames the node processed (the newest only). The filter's own
+    # robustness to odd frames is test_camera_motion.py's.
     return {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH, "max_image_pixels": LIMIT, "new_sequence_after_s": 3600.0,
-            **reliable_inputs(namespace, depth=QUEUE)}
+            "temporal_filter": "none", **reliable_inputs(namespace, depth=QUEUE)}
 
 
 @pytest.mark.slow

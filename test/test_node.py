@@ -145,7 +145,9 @@ def check_colormap(colormap_msg, depth_msg):
 @pytest.mark.slow
 def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
     monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", RampedEstimator)
-    node = ros.depth_node()
+    # The depth as predicted, to the bit: the temporal filter's place in the output chain is
+    # test_node_temporal.py's (the node's depth there equals the offline filter's, bit for bit).
+    node = ros.depth_node(temporal_filter="none")
     collector = ros.collector(OUTPUTS)
     # Every encoding, each with colour (its decoded pixels come back in the cloud), strides and
     # row padding alternating; then both strides without colour and a camera_info calibrated at
@@ -176,8 +178,9 @@ def test_outputs_for_every_encoding_stride_and_colour(ros, monkeypatch):
 def test_compressed_input_and_optional_outputs(ros, monkeypatch):
     monkeypatch.setattr("zoedepth_ros.inference.DepthEstimator", RecordingEstimator)
     monkeypatch.setattr(RecordingEstimator, "predictions", [])
+    # The depth as predicted, to the bit (the temporal filter's place: test_node_temporal.py).
     node = ros.depth_node(input_transport="compressed", points_color=True, publish_depth_mm=True,
-                          publish_uncertainty=True)
+                          publish_uncertainty=True, temporal_filter="none")
     topics = {**OUTPUTS, "depth/image_mm": Image, "depth/uncertainty": Image}
     collector = ros.collector(topics)
     with ros.spin(), ros.camera() as camera:

@@ -13,7 +13,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from zoedepth_ros.camera_info import intrinsics_from_camera_info
 from zoedepth_ros.inference import DepthEstimator
-from zoedepth_ros.inference.temporal_filter import make_temporal_filter
+from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, make_temporal_filter
 
 from image_samples import block_image
 from ros_helpers import camera_info, image_array, image_message, stamp_key, wait_until
@@ -116,24 +116,26 @@ def test_the_node_equals_the_offline_filter_and_restarts_at_new_sequences(ros, r
             if restarts:
                 offline.reset()
                 np.testing.assert_array_equal(published, raw, err_msg=f"frame {i}")
-            expected = offline.filter(raw, stamp_ns, K)
+            expected = offline.filter(raw, stamp_ns, K, rgb)
             np.testing.assert_array_equal(published, expected, err_msg=f"frame {i}")
             assert restarts or not np.array_equal(published, raw), f"frame {i} was not filtered"
 
-        # A change of the parameter restarts: the next frame is the prediction itself, then filtered.
-        assert node.set_parameters([Parameter("temporal_filter", value="ema")])[0].successful
-        offline = make_temporal_filter("ema")
-        for i in range(2):
+        # A change of the parameter restarts: the next frame is the prediction itself, then filtered
+        # (motion-ema: with the image and the camera_info's K, as the node gives them).
+        assert node.set_parameters([Parameter("temporal_filter", value="motion-ema")])[0].successful
+        offline = make_temporal_filter("motion-ema")
+        for i in range(3):
             stamp_ns = stamps[-1][0] + (i + 1) * PERIOD_NS
             rgb = picture(100 + i)
             published = depth_of(collector, camera, camera.send(rgb, stamp_ns))
-            np.testing.assert_array_equal(published, offline.filter(recorder.raw[rgb.tobytes()], stamp_ns, K))
+            np.testing.assert_array_equal(published, offline.filter(recorder.raw[rgb.tobytes()], stamp_ns, K, rgb))
         assert not np.array_equal(published, recorder.raw[rgb.tobytes()])
 
 
-def test_each_camera_is_filtered_on_its_own(ros, recorder, namespace):
+@pytest.mark.parametrize("method", ["ema", "motion-ema"])
+def test_each_camera_is_filtered_on_its_own(ros, recorder, namespace, method):
     cameras = ["left", "right"]
-    node = ros.depth_node(cameras=cameras, temporal_filter="ema", **NODE_PARAMS, **reliable(namespace, cameras))
+    node = ros.depth_node(cameras=cameras, temporal_filter=method, **NODE_PARAMS, **reliable(namespace, cameras))
     collector = ros.collector({f"{c}/depth/image": Image for c in cameras})
     client = ros.client("temporal_cameras")
     with ros.spin():
@@ -141,13 +143,13 @@ def test_each_camera_is_filtered_on_its_own(ros, recorder, namespace):
         publishers = {c: Camera(client, c) for c in cameras}
         for camera in publishers.values():
             camera.restart()
-        offline = {c: make_temporal_filter("ema") for c in cameras}
+        offline = {c: make_temporal_filter(method) for c in cameras}
         for i in range(4):
             for j, name in enumerate(cameras):  # interleaved; the right camera's scene is another
                 rgb = picture(10 * i + j) if name == "left" else np.ascontiguousarray(picture(10 * i + j)[::-1])
                 stamp_ns = 10**10 + i * PERIOD_NS + j * 1_000_000
                 published = depth_of(collector, publishers[name], publishers[name].send(rgb, stamp_ns))
-                expected = offline[name].filter(recorder.raw[rgb.tobytes()], stamp_ns, K)
+                expected = offline[name].filter(recorder.raw[rgb.tobytes()], stamp_ns, K, rgb)
                 np.testing.assert_array_equal(published, expected, err_msg=f"{name} frame {i}")
 
 
@@ -155,5 +157,5 @@ def test_a_bad_filter_name_is_refused(ros):
     node = ros.depth_node()
     result = node.set_parameters([Parameter("temporal_filter", value="median")])[0]
     assert not result.successful
-    assert "temporal_filter must be one of none, scale, ema, scale+ema, not 'median'" in result.reason
-    assert node.get_parameter("temporal_filter").value == "none"
+    assert "temporal_filter must be one of none, scale, ema, scale+ema, motion-ema, not 'median'" in result.reason
+    assert node.get_parameter("temporal_filter").value == DEFAULT_TEMPORAL_FILTER

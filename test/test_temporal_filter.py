@@ -3,6 +3,7 @@ constant, a noisy static and a moving scene, their lag, scene changes, isolation
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -12,6 +13,7 @@ import pytest
 from zoedepth_ros.inference.temporal_filter import (
     EMA_ALPHA,
     EMA_STEP,
+    MOTION_STEP,
     SCALE_MAX_CORRECTION,
     TEMPORAL_FILTERS,
     make_temporal_filter,
@@ -149,17 +151,22 @@ def test_the_lag_of_a_true_step():
         assert step_lag("none", ratio) == 0
     # The lags docs/node.md states: the worst over step sizes, in frames after the step's own.
     worst = {name: max(step_lag(name, ratio) for ratio in ratios) for name in FILTERS}
-    assert worst == {"scale": 2, "ema": 1, "scale+ema": 2}
+    assert worst == {"scale": 2, "ema": 1, "scale+ema": 2, "motion-ema": 8}
+    # motion-ema's widest step: up to its threshold (a factor of 2) the lag stays within the same
+    wide = np.concatenate([np.geomspace(1.5, 1.99, 10), 1 / np.geomspace(1.5, 1.99, 10)])
+    assert max(step_lag("motion-ema", ratio) for ratio in wide) <= 8
     # a step larger than the thresholds (a near object, a cut) is followed at once
-    assert all(step_lag(name, 1.5) == step_lag(name, 1 / 1.5) == 0 for name in FILTERS)
+    beyond = {name: math.exp(MOTION_STEP) * 1.01 if name == "motion-ema" else 1.5 for name in FILTERS}
+    assert all(step_lag(name, beyond[name]) == step_lag(name, 1 / beyond[name]) == 0 for name in FILTERS)
 
 
 @pytest.mark.parametrize("name", FILTERS)
 def test_a_scene_change_without_a_pause_does_not_smear(name):
     """Another scene (the same depth range) at the next stamp: nothing of the old one shows. The
     per-pixel average restarts (most pixels stepped); the scale stage only scales the new frame,
-    within its bound, from the first frame on: no pixel is off by more than that, where the old
-    scene differs by a factor of 2 or more at most pixels."""
+    within its bound, from the first frame on; motion-ema corrects a pixel by at most its step: no
+    pixel is off by more than that, where the old scene differs by a factor of 2 or more at most
+    pixels."""
     rng = np.random.default_rng(5)
     flt, stamp = settled(name, scene(0))
     new = [noisy(scene(9), rng) for _ in range(4)]
@@ -167,8 +174,9 @@ def test_a_scene_change_without_a_pause_does_not_smear(name):
     assert np.nanmedian(np.abs(np.log(scene(0) / scene(9)))) > math.log(2)
     if name == "ema":
         assert outputs[0].tobytes() == new[0].tobytes()
+    bound = MOTION_STEP if name == "motion-ema" else SCALE_MAX_CORRECTION + EMA_STEP
     for out, depth in zip(outputs, new, strict=True):
-        assert np.nanmax(np.abs(np.log(out / depth))) <= SCALE_MAX_CORRECTION + EMA_STEP
+        assert np.nanmax(np.abs(np.log(out / depth))) <= bound
         if name == "scale":  # one factor for the whole frame: the structure is the new frame's
             ratio = out / depth
             np.testing.assert_allclose(ratio[np.isfinite(ratio)], np.nanmedian(ratio), rtol=1e-5)
@@ -196,17 +204,50 @@ def test_bad_names_and_shapes_are_errors():
         make_temporal_filter("ema").filter(np.zeros((4, 4, 1), np.float32), 1)
 
 
-@pytest.mark.parametrize("name", ["scale", "ema", "scale+ema"])
+@functools.cache
+def walking_stream() -> tuple[np.ndarray, list]:
+    """What `benchmark --parts filter` times: a camera walking through the synthetic room at 640x480
+    (K, then (image, noisy prediction) per frame)."""
+    from zoedepth_ros.bench.filter import prediction_stream
+    from zoedepth_ros.data.synth import default_intrinsics
+
+    K_vga = default_intrinsics("indoor", 480, 640)
+    return K_vga, prediction_stream((480, 640), 6, K_vga)
+
+
+@pytest.mark.parametrize("name", FILTERS)
 def test_cost_of_a_640x480_frame(name):
-    """The figure docs/benchmarks.md states comes from `benchmark --parts filter`; this bounds it
-    loosely (shared test machines) at 3x the 3 ms asked for."""
-    rng = np.random.default_rng(7)
-    depth = scene(0, (480, 640))
-    frames = [noisy(depth, rng) for _ in range(6)]
+    """The figure docs/benchmarks.md states comes from `benchmark --parts filter` (motion-ema
+    estimates the camera's motion at every frame there); this bounds it loosely (shared test
+    machines) at 3x the 3 ms asked for."""
+    K_vga, stream = walking_stream()
     flt = make_temporal_filter(name)
     times = []
-    for i, frame in enumerate(frames):
+    for i, (rgb, depth) in enumerate(stream):
         started = time.perf_counter()
-        flt.filter(frame, PERIOD_NS * (i + 1), K)
+        flt.filter(depth, PERIOD_NS * (i + 1), K_vga, rgb)
         times.append(time.perf_counter() - started)
+    assert flt.restarts == 1  # filtered every frame after the first
     assert np.median(times[1:]) < 9e-3, times
+
+
+def test_the_lag_table_of_the_node_docs():
+    """docs/node.md's lag table is what step_lag gives ("x2 or more": just past 2; "x0.5 or less":
+    just under 0.5)."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| true step of the depth |"))
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    nudge = {"or more": 1.02, "or less": 0.98}
+    ratios = []
+    for cell in cells(lines[header])[1:]:
+        value, _, rest = cell[1:].partition(" ")
+        ratios.append(float(value) * nudge.get(rest, 1.0))
+    rows = {cells(line)[0].strip("`"): [int(c) for c in cells(line)[1:]] for line in lines[header + 2:header + 4]}
+    assert set(rows) == {"motion-ema", "ema"}
+    for name, lags in rows.items():
+        assert [step_lag(name, ratio) for ratio in ratios] == lags, name

@@ -34,7 +34,9 @@ def add_parser(subparsers, name: str) -> None:
                    help="also write a viewable colour PNG of the depth (a directory for a directory or a video)")
     p.add_argument("--temporal-filter", choices=TEMPORAL_FILTERS, default=DEFAULT_TEMPORAL_FILTER,
                    help="filter the frames' depth over time as the depth node's temporal_filter does "
-                        "(docs/node.md); it restarts where the stamps start a new sequence (default none)")
+                        "(docs/node.md); it restarts where the stamps start a new sequence. Without camera "
+                        "intrinsics, motion-ema averages a still camera's frames and passes a moving one's as "
+                        f"predicted (default {DEFAULT_TEMPORAL_FILTER})")
     p.add_argument("--rate", type=float, default=10.0,
                    help="frame rate (Hz) of a directory of images, and of a video that states none: the stamps "
                         "the temporal filter sees (default 10)")
@@ -93,7 +95,7 @@ def run(args) -> int:
     for frame in tqdm(source, total=len(source) or None, desc=args.input.name, unit="frame",
                       disable=not args.progress or single):
         pred = estimator.predict(frame.rgb)
-        depth = flt.filter(pred.depth, frame.stamp_ns, None)
+        depth = flt.filter(pred.depth, frame.stamp_ns, None, frame.rgb)
         if single:
             _write(depth, args.output, args.colormap)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +19,10 @@ import numpy as np
 from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least, device
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
-from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop
+from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop, kb_crop_intrinsics
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
-from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, make_temporal_filter
+from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, TemporalFilter, make_temporal_filter
 
 if TYPE_CHECKING:
     from zoedepth_ros.inference import DepthEstimator
@@ -73,8 +73,9 @@ def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: B
 
     def flush() -> None:
         predictions = estimator.predict_batch([rgb for _, _, rgb in batch])
-        for (index, frame, _), prediction in zip(batch, predictions, strict=True):
-            evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, frame.K), index)
+        for (index, frame, rgb), prediction in zip(batch, predictions, strict=True):
+            K = kb_crop_intrinsics(frame.K, frame.rgb.shape) if evaluation.protocol.kb_crop else frame.K
+            evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, K, rgb), index)
         batch.clear()
 
     for index, frame in enumerate(_progress(frames, evaluation.name, progress)):
@@ -91,6 +92,21 @@ def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: B
         flush()
     evaluation.unpaired_messages.update(frames.unpaired)
     return evaluation
+
+
+def filter_recorded(predictions: Iterable[tuple[int, np.ndarray]], bag: Path,
+                    flt: TemporalFilter) -> Iterator[tuple[int, np.ndarray]]:
+    """Recorded (stamp_ns, depth) predictions filtered in their order, each with the image and K of
+    the bag's frame of its stamp where there is one of the depth's size (the bag's frames are read a
+    second time, alongside): what the node gave its filter when it published them. A prediction
+    without such a frame is filtered without them (motion-ema then takes the camera as still)."""
+    frames = iter(read_frames(bag))
+    frame = next(frames, None)
+    for stamp, depth in predictions:
+        while frame is not None and frame.stamp_ns < stamp:
+            frame = next(frames, None)
+        same = frame is not None and frame.stamp_ns == stamp and frame.rgb.shape[:2] == depth.shape
+        yield stamp, flt.filter(depth, stamp, frame.K if same else None, frame.rgb if same else None)
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -185,9 +201,8 @@ def run(args: argparse.Namespace) -> int:
                 # An undecodable prediction (a corrupt compressedDepth PNG or RVL...) is counted with its
                 # reason among the bag's unpaired messages, and its frame as without prediction.
                 predictions = read_depth_topic(bag, args.pred_topic, rejected=evaluation.unpaired_messages)
-                # Recorded depth carries no K: the filter restarts by the stamps and a size change.
-                flt = make_temporal_filter(args.temporal_filter)
-                predictions = ((stamp, flt.filter(depth, stamp, None)) for stamp, depth in predictions)
+                if args.temporal_filter != "none":
+                    predictions = filter_recorded(predictions, bag, make_temporal_filter(args.temporal_filter))
                 score_predictions(predictions, _progress(frames, name, args.progress), evaluation)
                 evaluation.unpaired_messages.update(frames.unpaired)
     except KeyboardInterrupt:

@@ -130,6 +130,16 @@ def kb_crop(array: np.ndarray) -> np.ndarray:
     return array[top : top + KB_CROP_HEIGHT, left : left + KB_CROP_WIDTH]
 
 
+def kb_crop_intrinsics(K: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The camera matrix of the KB crop of an image of `shape` (height, width, ...) with matrix `K`:
+    its principal point moved by the crop's origin."""
+    top, left = kb_crop_origin(*shape[:2])
+    cropped = np.array(K, dtype=np.float64, copy=True)
+    cropped[0, 2] -= left
+    cropped[1, 2] -= top
+    return cropped
+
+
 def crop_mask(shape: tuple[int, int], crop: Crop | None) -> np.ndarray:
     """Boolean HxW mask of the evaluation crop for a GT of `shape`."""
     height, width = shape

@@ -19,6 +19,11 @@ Methods (TEMPORAL_FILTERS):
   depth changes by more than EMA_STEP takes the new value at once, so true changes pass; when
   most pixels step at once (a scene change) the whole frame restarts.
 - scale+ema: scale, then ema.
+- motion-ema: a per-pixel running average of log depth that follows the camera: its motion from
+  frame to frame is estimated from the images and the depth (camera_motion.py: optical flow, PnP),
+  and the average is carried along it; a still camera's output holds still. It needs the image
+  and K of each frame (without K a moving camera passes unfiltered; without images the camera is
+  taken as still). The node's default.
 
 A filter restarts (its output is then its input, bitwise) at the first frame, when the stamps
 start a new sequence (`zoedepth_ros.sequences.starts_new_sequence`: stamps not increasing, or a
@@ -31,13 +36,16 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
+from zoedepth_ros.inference.camera_motion import CameraMotionEstimator, warp_coordinates
 from zoedepth_ros.sequences import NEW_SEQUENCE_AFTER_S, starts_new_sequence
 
-TEMPORAL_FILTERS = ("none", "scale", "ema", "scale+ema")
-# The node's `temporal_filter` and `predict --temporal-filter` default to this.
-DEFAULT_TEMPORAL_FILTER = "none"
+TEMPORAL_FILTERS = ("none", "scale", "ema", "scale+ema", "motion-ema")
+# The node's `temporal_filter` and `predict --temporal-filter` default to this (`evaluate` to none:
+# the paper's protocol scores each frame alone).
+DEFAULT_TEMPORAL_FILTER = "motion-ema"
 
 # --- scale: the alpha-beta filter on each frame's median log depth --------------------------------
 # Weight of the measured median in the level (0..1): lower smooths more and follows a turn slower.
@@ -61,6 +69,22 @@ EMA_STEP = math.log(1.1)
 # When fewer than this fraction of the valid pixels stay within EMA_STEP, the scene changed: restart.
 EMA_CUT_KEEP_FRACTION = 0.5
 
+# --- motion-ema: a running average of log depth carried by the camera's motion -----------------------
+# The new frame's weight in a pixel's average is 1/frames (at most MOTION_MAX_FRAMES) while it differs
+# from the average by no more than MOTION_NOISE (5 %), rising linearly to 1 at MOTION_STEP (a factor
+# of 2), beyond which the pixel takes the new value: the model's error of a surface changes with the
+# view by 10-50 % (outdoors), and averaging those views is what steadies a moving camera's depth,
+# while a true change is followed within a few frames (`step_lag`).
+MOTION_NOISE = math.log(1.05)
+MOTION_STEP = math.log(2.0)
+MOTION_MAX_FRAMES = 8
+# While the camera moves, a carried average counts for e^(-|change of log depth| / this) of its
+# frames: the model's error of a surface changes with its distance, and averaging it over distances
+# biased the demo model outdoors (abs_rel +5 % on a forward drive with full weight).
+MOTION_DEPTH_SPAN = 0.25
+# While the camera holds still, an output pixel holds its value until its average moves by more
+# than this (0.5 %): a still wall does not shimmer with the sensor's noise.
+MOTION_HOLD = math.log(1.005)
 
 def median_log_depth(depth: np.ndarray) -> float | None:
     """The median log depth of the valid pixels of a sample of `depth`, or None with too few."""
@@ -77,12 +101,13 @@ class ScaleStabiliser:
     def __init__(self) -> None:
         self._level = self._trend = 0.0
 
-    def start(self, depth: np.ndarray) -> np.ndarray:
+    def start(self, depth: np.ndarray, image: np.ndarray | None = None, K: np.ndarray | None = None) -> np.ndarray:
         median = median_log_depth(depth)
         self._level, self._trend = (0.0 if median is None else median), 0.0
         return depth
 
-    def step(self, depth: np.ndarray, dt_s: float) -> np.ndarray:
+    def step(self, depth: np.ndarray, dt_s: float, image: np.ndarray | None = None,
+             K: np.ndarray | None = None) -> np.ndarray:
         median = median_log_depth(depth)
         if median is None:
             return self.start(depth)
@@ -110,7 +135,7 @@ class LogEma:
         self._follow_median, self._median = follow_median, None
         self._state = self._log = self._diff = self._scratch = self._keep = self._finite = None
 
-    def start(self, depth: np.ndarray) -> np.ndarray:
+    def start(self, depth: np.ndarray, image: np.ndarray | None = None, K: np.ndarray | None = None) -> np.ndarray:
         if self._state is None or self._state.shape != depth.shape:
             self._state, self._log, self._diff, self._scratch = (np.empty(depth.shape, np.float32) for _ in range(4))
             self._keep, self._finite = np.empty(depth.shape, bool), np.empty(depth.shape, bool)
@@ -119,7 +144,8 @@ class LogEma:
         self._median = median_log_depth(depth) if self._follow_median else None
         return depth
 
-    def step(self, depth: np.ndarray, dt_s: float) -> np.ndarray:
+    def step(self, depth: np.ndarray, dt_s: float, image: np.ndarray | None = None,
+             K: np.ndarray | None = None) -> np.ndarray:
         x, diff, keep = self._log, self._diff, self._keep
         if self._follow_median:
             median = median_log_depth(depth)
@@ -143,8 +169,107 @@ class LogEma:
         return out
 
 
+class MotionAverage:
+    """The `motion-ema` stage: a per-pixel running average of log depth over the last frames, each
+    frame's average carried to the next one through the camera's motion (camera_motion.py), on a
+    quarter-size grid; the full-size depth is multiplied by the upsampled correction, so that its
+    edges stay as predicted.
+
+    A pixel near its carried average joins it with the weight of one of up to MOTION_MAX_FRAMES
+    frames (a running mean: the first frames of a sequence weigh alike instead of the first one
+    lingering), more the further it is (MOTION_NOISE, MOTION_STEP); beyond MOTION_STEP (something
+    moved, an occlusion, a new view) it takes the new value; when most pixels are beyond, the scene
+    changed and the stage restarts. While the camera moves, an average counts for fewer frames
+    where the pixel's depth changed (MOTION_DEPTH_SPAN). While it holds still (camera_motion's
+    STILL_ bounds) the average is not moved (the noise of a motion estimate would blur it) and the
+    output holds (changes within MOTION_HOLD are not passed on). A motion that cannot be estimated
+    restarts the stage (its output is then the prediction), and so does a moving camera whose
+    intrinsics are unknown (K None: `predict` on files). Without images (recorded depth) the
+    camera is taken as still."""
+
+    def __init__(self) -> None:
+        self._motion = CameraMotionEstimator()
+        # quarter size x 3: the average log depth, the frames it counts for, the log depth last output
+        self._state: np.ndarray | None = None
+        self._previous: np.ndarray | None = None  # the last output, full size: where the motion is sampled
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def _small_log(depth: np.ndarray) -> np.ndarray:
+        height, width = CameraMotionEstimator.flow_size(depth.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            small = cv2.resize(depth, (width, height), interpolation=cv2.INTER_AREA)  # NaN spreads: invalid
+            return np.log(small)
+
+    def start(self, depth: np.ndarray, image: np.ndarray | None = None, K: np.ndarray | None = None) -> np.ndarray:
+        log = self._small_log(depth)
+        self._state = np.stack([log, np.ones_like(log), log], axis=-1)
+        self._previous = depth
+        if image is not None:
+            self._motion.start(image, depth.shape)
+        return depth
+
+    def _carried(self, depth: np.ndarray, log: np.ndarray, image: np.ndarray | None,
+                 K: np.ndarray | None) -> tuple[np.ndarray, bool] | None:
+        """The state carried to the new frame by the camera's motion, and whether the camera held
+        still; None when the motion cannot be estimated."""
+        if image is None:
+            return self._state, True
+        motion = self._motion.estimate(image, self._previous, K)
+        if motion is None:
+            return None
+        if motion.still:
+            return self._state, True
+        height, width = log.shape
+        scale_y, scale_x = height / depth.shape[0], width / depth.shape[1]
+        K_small = np.array([[K[0, 0] * scale_x, 0.0, (K[0, 2] + 0.5) * scale_x - 0.5],
+                            [0.0, K[1, 1] * scale_y, (K[1, 2] + 0.5) * scale_y - 0.5], [0.0, 0.0, 1.0]])
+        if self._grid is None or self._grid[0].shape != log.shape:
+            self._grid = tuple(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
+        map_x, map_y, ratio = warp_coordinates(motion, K_small, np.exp(-log), self._grid)
+        carried = cv2.remap(self._state, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(np.nan, 0.0, np.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_ratio = np.log(ratio)
+        carried[..., 0] -= log_ratio  # log z_new = log z_old - log(ratio)
+        carried[..., 1] = np.minimum(carried[..., 1], np.float32(MOTION_MAX_FRAMES - 1))
+        carried[..., 1] *= np.exp(np.abs(log_ratio) * np.float32(-1.0 / MOTION_DEPTH_SPAN))
+        return carried, False
+
+    def step(self, depth: np.ndarray, dt_s: float, image: np.ndarray | None = None,
+             K: np.ndarray | None = None) -> np.ndarray:
+        log = self._small_log(depth)
+        carried = None if self._state.shape[:2] != log.shape else self._carried(depth, log, image, K)
+        if carried is None:
+            return self.start(depth, image, K)
+        state, still = carried
+        prior, count, held = np.moveaxis(state, -1, 0)
+        with np.errstate(invalid="ignore"):
+            diff = log - prior
+            keep = np.abs(diff) <= np.float32(MOTION_STEP)  # False for NaN
+        if np.count_nonzero(keep) < EMA_CUT_KEEP_FRACTION * np.count_nonzero(np.isfinite(log)):
+            return self.start(depth, image, K)
+        with np.errstate(invalid="ignore"):
+            # 1/frames within the noise, rising to 1 at the step (MOTION_NOISE, MOTION_STEP)
+            ramp = (np.abs(diff) - np.float32(MOTION_NOISE)) * np.float32(1.0 / (MOTION_STEP - MOTION_NOISE))
+            weight = np.maximum(1.0 / np.minimum(count + 1, np.float32(MOTION_MAX_FRAMES)), ramp)
+        weight = np.where(keep, weight, np.float32(1))
+        count = 1.0 / weight
+        average = np.where(keep, prior + diff * weight, log)
+        if still:
+            with np.errstate(invalid="ignore"):
+                output = np.where(np.abs(average - held) <= np.float32(MOTION_HOLD), held, average)
+        else:
+            output = average
+        self._state = np.stack([average, count, output], axis=-1).astype(np.float32)
+        correction = np.exp(np.where(keep, output - log, np.float32(0))).astype(np.float32)
+        out = depth * cv2.resize(correction, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        self._previous = out
+        return out
+
+
 _STAGES = {"none": (), "scale": (ScaleStabiliser,), "ema": (LogEma,),
-           "scale+ema": (ScaleStabiliser, lambda: LogEma(follow_median=True))}
+           "scale+ema": (ScaleStabiliser, lambda: LogEma(follow_median=True)), "motion-ema": (MotionAverage,)}
 
 
 class TemporalFilter:
@@ -165,10 +290,13 @@ class TemporalFilter:
         """The next frame starts a new sequence (a new publisher, an activation)."""
         self._last_stamp_ns = None
 
-    def filter(self, depth: np.ndarray, stamp_ns: int, K: np.ndarray | None = None) -> np.ndarray:
+    def filter(self, depth: np.ndarray, stamp_ns: int, K: np.ndarray | None = None,
+               image: np.ndarray | None = None) -> np.ndarray:
         """The filtered `depth` (HxW metres, NaN or any non-positive value invalid and passed
         unchanged; float32, other types converted) of the frame stamped `stamp_ns` with the
-        intrinsics `K` (3x3, None: unknown). After a restart it is `depth` itself; otherwise a new
+        intrinsics `K` (3x3, None: unknown) and its camera image (`image`: HxWx3 RGB or HxW grey
+        uint8, any size, None: unknown; motion-ema follows the camera's motion with K and the image).
+        After a restart it is `depth` itself; otherwise a new
         array. Frames must come in stamp order: a stamp that does not increase restarts."""
         depth = np.asarray(depth)
         if depth.ndim != 2:
@@ -185,11 +313,11 @@ class TemporalFilter:
         if restart:
             self.restarts += 1
             for stage in self._stages:
-                stage.start(depth)
+                stage.start(depth, image, K)
             return depth
         out = depth
         for stage in self._stages:
-            out = stage.step(out, dt_s)
+            out = stage.step(out, dt_s, image, K)
         return out
 
 

@@ -81,7 +81,7 @@ class TemporalFilterStage:
             self.filter.reset()
         # Only a real camera_info's K counts: a guessed one (fallback_hfov_deg) says nothing of the camera.
         K = None if frame.info is None or frame.intrinsics is None else np.reshape(frame.intrinsics.k, (3, 3))
-        frame.depth = self.filter.filter(frame.depth, frame.stamp_ns, K)
+        frame.depth = self.filter.filter(frame.depth, frame.stamp_ns, K, frame.rgb)
 
 
 def mask_range(frame: OutputFrame) -> None:

@@ -57,7 +57,9 @@ PARAMETERS: dict[str, _Param] = {
     "max_depth": _Param(80.0, "Depth above this (metres) is published as NaN (invalid).", range=(0.0, 1000.0)),
     "temporal_filter": _Param(
         DEFAULT_TEMPORAL_FILTER,
-        "Temporal filter of each camera's depth, against the flicker of a per-frame model (docs/node.md): none; "
+        "Temporal filter of each camera's depth, against the flicker of a per-frame model (docs/node.md): "
+        "motion-ema (per-pixel running average in log depth carried along the camera's motion, estimated from the "
+        "images and depth; a still camera's depth holds still; lag up to 8 frames for changes under 2x); none; "
         "scale (stabilises the frame's global metric scale against the recent past); ema (per-pixel average in log "
         "depth, a change over 10 % passes at once); scale+ema (both). It restarts at every new sequence and when "
         "the camera_info's K or the image size changes; the first frame of a sequence is the prediction itself.",
