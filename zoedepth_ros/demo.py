@@ -61,7 +61,12 @@ def choose_model() -> tuple[str, str]:
     return str(DEMO_MODEL), (
         f"the small demo model ({DEMO_MODEL.name}: a {weights / 1e6:.1f} M-weight ZoeDepth NK trained on synthetic "
         f"scenes, not the official weights; its numbers say the pipeline works, not how ZoeDepth does on "
-        f"real images; put {PRESET} in the weights cache for that)")
+        f"real images, and its depth/uncertainty is no confidence (docs/demo.md); put {PRESET} in the "
+        f"weights cache for that)")
+
+
+# Frames per synthetic bag of `make demo`: the README's figures "through the live node" are on these.
+DEFAULT_FRAMES = 12
 
 
 def make_bags(root: Path, frames: int) -> dict[str, Path]:
@@ -118,7 +123,7 @@ def _replay(bag: Path, out: Path, log: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def run_demo(out: Path, frames: int = 12) -> dict:
+def run_demo(out: Path, frames: int = DEFAULT_FRAMES) -> dict:
     """Runs the demo into `out`; returns {"model": ..., "bags": {kind: summary}, "latency": {...}}."""
     from zoedepth_ros.eval.report import atomic_write
     from zoedepth_ros.ros.processes import dds_profile, node_process, shipped_dds_profile
@@ -130,8 +135,10 @@ def run_demo(out: Path, frames: int = 12) -> dict:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # Scored as `evaluate` scores (each frame alone), as evaluate.launch.py sets the node up: the
+    # demo's bags hold an unrelated scene per frame, nothing for a temporal filter to follow.
     params = {"model": model, "device": "auto", "mode": "eval", "flip_tta": True, "min_depth": 0.0,
-              "max_depth": 80.0, "points_color": True}
+              "max_depth": 80.0, "points_color": True, "temporal_filter": "none"}
     # The replay node and this listener are children/participants of this process: all three
     # move the images through shared memory (config/fastdds_large_images.xml).
     with (dds_profile(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or shipped_dds_profile()),
@@ -196,7 +203,8 @@ def add_parser(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="run the end-to-end demo (node + replay over DDS + report)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_report"), help="report folder (default demo_report)")
-    p.add_argument("--frames", type=positive_int, default=12, help="frames per synthetic bag (default 12)")
+    p.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
+                   help=f"frames per synthetic bag (default {DEFAULT_FRAMES})")
     p.set_defaults(func=run)
 
 
