@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -217,10 +215,11 @@ class GpuCheck:
         self.results["estimator_640x480"] = {name: summary(samples) for name, samples in times.items()}
 
     def node(self) -> None:
+        from zoedepth_ros.bench.gpu_memory import GpuMemoryPeak, is_node_process
         from zoedepth_ros.bench.node import bench_node
         from zoedepth_ros.ros.processes import shipped_dds_profile
 
-        peak = _GpuMemoryWatch() if self.device == "cuda" else None
+        peak = GpuMemoryPeak(is_node_process) if self.device == "cuda" else None
         params = {"precision": "bf16"} if self.device == "cuda" else {}
         try:
             result = bench_node(self.args.arch, tuple(self.args.size), (480, 640), self.args.node_frames, warmup=5,
@@ -231,7 +230,7 @@ class GpuCheck:
                 peak.stop()
         result["node_params"] = params
         if peak is not None:
-            result["node_peak_gpu_mib"] = peak.peak_mib
+            result["node_peak_gpu_mib"] = max(peak.peak_mib.values(), default=0)
         self.results["node"] = result
 
     def multicam(self) -> None:
@@ -277,36 +276,6 @@ class GpuCheck:
             lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['why']})" for s in self.results["skipped"])]
         (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
         print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
-
-
-class _GpuMemoryWatch:
-    """The largest GPU memory nvidia-smi reports for a `zoedepth_ros.cli node` process, polled."""
-
-    def __init__(self, interval_s: float = 0.25):
-        self.peak_mib, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, args=(interval_s,), daemon=True)
-        self._thread.start()
-
-    def _poll(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            try:
-                rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                                       "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                                      timeout=5).stdout.splitlines()
-            except (OSError, subprocess.TimeoutExpired):
-                return
-            for row in rows:
-                pid, used = (field.strip() for field in row.split(","))
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"zoedepth_ros.cli\x00node" in cmdline:
-                    self.peak_mib = max(self.peak_mib, int(used))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

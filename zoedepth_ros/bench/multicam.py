@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from zoedepth_ros import diagnostics_keys
+from zoedepth_ros.bench.gpu_memory import GpuMemoryPeak
 from zoedepth_ros.bench.models import arch_config
 
 SETUP_MULTI, SETUP_NODES = "1 node, N cameras", "N nodes"
@@ -35,38 +34,6 @@ def process_memory_mib(pid: int) -> dict[str, float]:
             if line.startswith("Pss:"):
                 out["pss_mib"] = int(line.split()[1]) / 1024
     return out
-
-
-class GpuMemoryByPid:
-    """The largest GPU memory nvidia-smi reports for each of `pids`, polled while running. The node
-    does not publish its torch.cuda memory in /diagnostics, so this is what there is; `why_not`
-    says why nothing was measured (no nvidia-smi)."""
-
-    def __init__(self, pids: list[int], interval_s: float = 0.25):
-        self.pids, self.peak_mib, self.why_not = set(pids), dict.fromkeys(pids, 0), None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, args=(interval_s,), daemon=True)
-        self._thread.start()
-
-    def _poll(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            try:
-                rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                                       "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                                      timeout=5, check=True).stdout.splitlines()
-            except (OSError, subprocess.SubprocessError) as exc:
-                self.why_not = f"nvidia-smi failed: {exc}"
-                return
-            for row in rows:
-                with contextlib.suppress(ValueError):
-                    pid, used = (int(field) for field in row.split(","))
-                    if pid in self.pids:
-                        self.peak_mib[pid] = max(self.peak_mib[pid], used)
-
-    def stop(self) -> dict[int, int]:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        return self.peak_mib
 
 
 def _run_setup(setup: str, n: int, ckpt: Path, tmp: Path, frame, rate_hz: float, duration_s: float,
@@ -90,7 +57,8 @@ def _run_setup(setup: str, n: int, ckpt: Path, tmp: Path, frame, rate_hz: float,
         for namespace, node_params_ in launches:
             log = stack.enter_context(open(tmp / f"{namespace.strip('/')}.log", "w+"))
             nodes.append((stack.enter_context(node_process(namespace, node_params_, log)), log))
-        gpu = GpuMemoryByPid([p.pid for p, _ in nodes]) if device.startswith("cuda") else None
+        pids = [p.pid for p, _ in nodes]
+        gpu = GpuMemoryPeak.of(pids) if device.startswith("cuda") else None
         try:
             driven = drive_cameras(cameras, nodes, frame, rate_hz, duration_s)
         finally:
@@ -111,7 +79,7 @@ def _run_setup(setup: str, n: int, ckpt: Path, tmp: Path, frame, rate_hz: float,
     if gpu is not None:
         if gpu.why_not:
             row["gpu_skipped"] = gpu.why_not
-        elif not all(gpu_peak.values()):
+        elif not all(gpu_peak.get(pid) for pid in pids):
             # nvidia-smi lists host PIDs: in a container it may not name ours at all.
             row["gpu_skipped"] = "nvidia-smi listed not every node process (another PID namespace?)"
         else:
