@@ -75,6 +75,33 @@ def test_a_directory_is_predicted_frame_by_frame_through_the_filter(tmp_path, ti
         main(["predict", "--model", ckpt, "-o", str(out), "--temporal-filter", "median", str(images)])
 
 
+def test_hfov_gives_the_filter_the_camera_intrinsics(tmp_path, tiny_checkpoint, capsys):
+    """`--hfov`: motion-ema gets K (a pinhole camera of that field of view) with each image, as the
+    node gets camera_info's; without it, K None. Either way the offline filter with the same inputs."""
+    from zoedepth_ros.camera_info import pinhole_from_hfov
+    from zoedepth_ros.inference.temporal_filter import make_temporal_filter
+
+    ckpt = tiny_checkpoint("N")
+    images = tmp_path / "images"
+    images.mkdir()
+    frames = [np.ascontiguousarray(np.roll(rgb, 4 * i, axis=1)) for i, rgb in enumerate(frames_of_one_scene(4))]
+    for i, rgb in enumerate(frames):  # a camera panning: the picture moves 4 px a frame
+        cv2.imwrite(str(images / f"{i:03d}.png"), rgb[..., ::-1])
+    estimator = DepthEstimator(load_model(ckpt), device="cpu", flip_tta=True, pad=True)
+    for hfov in (60.0, None):
+        out = tmp_path / f"depth_{hfov}"
+        assert main(["predict", "--model", ckpt, "-o", str(out), "--no-progress", str(images)]
+                    + ([] if hfov is None else ["--hfov", str(hfov)])) == 0
+        flt = make_temporal_filter("motion-ema")
+        for i, rgb in enumerate(frames):
+            depth = estimator.predict(rgb).depth
+            K = None if hfov is None else np.reshape(pinhole_from_hfov(depth.shape[1], depth.shape[0], hfov).k, (3, 3))
+            np.testing.assert_allclose(np.load(out / f"{i:03d}.npy"), flt.filter(depth, i * 100_000_000, K, rgb),
+                                       rtol=1e-6)
+    assert main(["predict", "--model", ckpt, "-o", str(tmp_path / "x"), "--hfov", "180", str(images)]) == 2
+    assert "--hfov must be a field of view in (0, 180) degrees" in capsys.readouterr().err
+
+
 def test_a_video_is_predicted_frame_by_frame(tmp_path, tiny_checkpoint):
     ckpt = tiny_checkpoint("N")
     video = tmp_path / "clip.avi"

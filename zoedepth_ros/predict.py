@@ -34,12 +34,16 @@ def add_parser(subparsers, name: str) -> None:
                    help="also write a viewable colour PNG of the depth (a directory for a directory or a video)")
     p.add_argument("--temporal-filter", choices=TEMPORAL_FILTERS, default=DEFAULT_TEMPORAL_FILTER,
                    help="filter the frames' depth over time as the depth node's temporal_filter does "
-                        "(docs/node.md); it restarts where the stamps start a new sequence. Without camera "
-                        "intrinsics, motion-ema averages a still camera's frames and passes a moving one's as "
-                        f"predicted (default {DEFAULT_TEMPORAL_FILTER})")
+                        "(docs/node.md); it restarts where the stamps start a new sequence. Without --hfov, "
+                        "motion-ema averages a still camera's frames and passes a moving one's as predicted "
+                        f"(default {DEFAULT_TEMPORAL_FILTER})")
     p.add_argument("--rate", type=float, default=10.0,
                    help="frame rate (Hz) of a directory of images, and of a video that states none: the stamps "
                         "the temporal filter sees (default 10)")
+    p.add_argument("--hfov", type=float, metavar="DEG",
+                   help="the camera's horizontal field of view (degrees): its intrinsics for the temporal filter, "
+                        "which then follows a moving camera (without it, motion-ema averages a still camera's "
+                        "frames only)")
     p.add_argument("--device", type=device, default="auto", help="auto, cpu or cuda[:N] (default auto)")
     add_precision_argument(p)
     add_engine_argument(p)
@@ -69,6 +73,7 @@ def _write(depth: np.ndarray, output: Path, colormap: Path | None) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from zoedepth_ros.camera_info import pinhole_from_hfov
     from zoedepth_ros.errors import ZoeDepthError
     from zoedepth_ros.image_sources import ImageSource
     from zoedepth_ros.inference import DepthEstimator
@@ -77,6 +82,8 @@ def run(args) -> int:
 
     if not 0 < args.rate < float("inf"):
         raise ZoeDepthError(f"--rate must be a positive number of frames per second, not {args.rate}")
+    if args.hfov is not None and not 0 < args.hfov < 180:
+        raise ZoeDepthError(f"--hfov must be a field of view in (0, 180) degrees, not {args.hfov}")
     source = ImageSource(args.input, args.rate)
     single = source.kind == "image"
     if single and args.output.suffix not in OUTPUT_FORMATS:
@@ -95,7 +102,9 @@ def run(args) -> int:
     for frame in tqdm(source, total=len(source) or None, desc=args.input.name, unit="frame",
                       disable=not args.progress or single):
         pred = estimator.predict(frame.rgb)
-        depth = flt.filter(pred.depth, frame.stamp_ns, None, frame.rgb)
+        height, width = pred.depth.shape
+        K = None if args.hfov is None else np.reshape(pinhole_from_hfov(width, height, args.hfov).k, (3, 3))
+        depth = flt.filter(pred.depth, frame.stamp_ns, K, frame.rgb)
         if single:
             _write(depth, args.output, args.colormap)
         else:
