@@ -22,7 +22,7 @@ import numpy as np
 from zoedepth_ros.data.bag import read_frames, read_metadata
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.data.synth_motion import cut_index
-from zoedepth_ros.eval.protocols import Protocol, kb_crop, kb_crop_intrinsics
+from zoedepth_ros.eval.protocols import Protocol, kb_crop, kb_crop_projection
 from zoedepth_ros.eval.results import summarize
 from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.inference import DepthEstimator
@@ -59,7 +59,7 @@ def predict_bag(estimator: DepthEstimator, bag: Path, protocol: Protocol) -> lis
     out = []
     for frame in read_frames(bag):
         rgb = np.ascontiguousarray(kb_crop(frame.rgb) if protocol.kb_crop else frame.rgb)
-        K = kb_crop_intrinsics(frame.K, frame.rgb.shape) if protocol.kb_crop else frame.K
+        K = kb_crop_projection(frame.K, *frame.rgb.shape[:2]) if protocol.kb_crop else frame.K
         out.append((frame, rgb, K, estimator.predict_batch([rgb])[0].depth))
     return out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from zoedepth_ros.data.dataset_io import ConvertError, read_depth_png, read_rgb, require_files, write_bag
-from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop
+from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop, kb_crop_projection
 
 GT_SCALE = 256.0
 CALIB_FILE = "calib_cam_to_cam.txt"
@@ -60,14 +60,6 @@ def resolve_gt(gt_root: Path, relative: str) -> Path:
     """The GT file under the annotated-depth root, which KITTI ships split into train/ and val/."""
     candidates = [gt_root / relative, gt_root / "train" / relative, gt_root / "val" / relative]
     return next((c for c in candidates if c.is_file()), candidates[0])
-
-
-def kb_crop_projection(P: np.ndarray, height: int, width: int) -> np.ndarray:
-    """P of the KB-cropped image: the crop of `kb_crop` (bottom rows, centred columns) shifts the
-    principal point (and the baseline term of the stereo cameras' P) by the crop origin."""
-    top, left = height - KB_CROP_HEIGHT, (width - KB_CROP_WIDTH) // 2
-    shift = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top], [0.0, 0.0, 1.0]])
-    return shift @ P
 
 
 def convert_kitti(

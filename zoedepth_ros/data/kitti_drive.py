@@ -49,10 +49,10 @@ import numpy as np
 
 from zoedepth_ros.data.bag import BagWriter
 from zoedepth_ros.data.bag_layout import BagFrame
-from zoedepth_ros.data.convert_kitti import CALIB_FILE, GT_SCALE, kb_crop_projection, read_projection
+from zoedepth_ros.data.convert_kitti import CALIB_FILE, GT_SCALE, read_projection
 from zoedepth_ros.data.dataset_io import ConvertError, read_depth_png, read_rgb, require_files
 from zoedepth_ros.data.synth import FRAME_ID
-from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop
+from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop, kb_crop_projection
 
 EARTH_RADIUS_M = 6378137.0  # the devkit's er
 OXTS_FIELDS = 30

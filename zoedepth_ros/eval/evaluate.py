@@ -19,7 +19,7 @@ import numpy as np
 from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least, device
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
-from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop, kb_crop_intrinsics
+from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop, kb_crop_projection
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
 from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, TemporalFilter, make_temporal_filter
@@ -74,7 +74,7 @@ def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: B
     def flush() -> None:
         predictions = estimator.predict_batch([rgb for _, _, rgb in batch])
         for (index, frame, rgb), prediction in zip(batch, predictions, strict=True):
-            K = kb_crop_intrinsics(frame.K, frame.rgb.shape) if evaluation.protocol.kb_crop else frame.K
+            K = kb_crop_projection(frame.K, *frame.rgb.shape[:2]) if evaluation.protocol.kb_crop else frame.K
             evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, K, rgb), index)
         batch.clear()
 

@@ -130,14 +130,13 @@ def kb_crop(array: np.ndarray) -> np.ndarray:
     return array[top : top + KB_CROP_HEIGHT, left : left + KB_CROP_WIDTH]
 
 
-def kb_crop_intrinsics(K: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The camera matrix of the KB crop of an image of `shape` (height, width, ...) with matrix `K`:
-    its principal point moved by the crop's origin."""
-    top, left = kb_crop_origin(*shape[:2])
-    cropped = np.array(K, dtype=np.float64, copy=True)
-    cropped[0, 2] -= left
-    cropped[1, 2] -= top
-    return cropped
+def kb_crop_projection(P: np.ndarray, height: int, width: int) -> np.ndarray:
+    """K (3x3) or P (3x4) of the KB crop of a `height` x `width` image: the crop (bottom rows,
+    centred columns) shifts the principal point (and the baseline term of a stereo camera's P) by
+    its origin."""
+    top, left = kb_crop_origin(height, width)
+    shift = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top], [0.0, 0.0, 1.0]])
+    return shift @ np.asarray(P, dtype=np.float64)
 
 
 def crop_mask(shape: tuple[int, int], crop: Crop | None) -> np.ndarray:

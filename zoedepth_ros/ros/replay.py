@@ -43,11 +43,10 @@ from zoedepth_ros.argtypes import at_least, positive_float
 from zoedepth_ros.camera_info import Intrinsics, depth_camera_info
 from zoedepth_ros.data.bag import FrameReader, message_count, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
-from zoedepth_ros.data.convert_kitti import kb_crop_projection
 from zoedepth_ros.depth_codec import decode_prediction
 from zoedepth_ros.errors import ZoeDepthError
 from zoedepth_ros.eval.evaluate import bag_protocol, print_summary
-from zoedepth_ros.eval.protocols import PROTOCOLS, kb_crop
+from zoedepth_ros.eval.protocols import PROTOCOLS, kb_crop, kb_crop_projection
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation
 from zoedepth_ros.ros.messages import image_msg
