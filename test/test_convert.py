@@ -15,11 +15,13 @@ from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import read_frames, read_metadata
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import NYU_K, convert_nyu_labeled, convert_nyu_official, read_split_indices
-from zoedepth_ros.data.dataset_io import ConvertError
+from zoedepth_ros.data.dataset_io import BagOptions, ConvertError
 from zoedepth_ros.data.synth import FRAME_PERIOD_NS, START_STAMP_NS
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol
 
 from bag_samples import raw_messages
+
+QUIET = BagOptions(progress=False)  # the converters' options, without progress bars
 
 # scipy.io.savemat({"testNdxs": [[2.], [4.]], "trainNdxs": [[1.], [3.]]}, format="5") with
 # do_compression True and False (SciPy 1.17.1), i.e. MATLAB v5 files as BTS reads splits.mat.
@@ -162,8 +164,8 @@ def test_nyu_labeled_train_split_filled_depth(tmp_path, labeled):
     splits = tmp_path / "train.txt"
     splits.write_text("1\n3\n")
     out = tmp_path / "nyu_train"
-    count = convert_nyu_labeled(labeled["path"], splits, out, split="train", depth="filled", storage="mcap",
-                                gt_encoding="16UC1", limit=1, progress=False)
+    count = convert_nyu_labeled(labeled["path"], splits, out, split="train", depth="filled",
+                                options=BagOptions(storage="mcap", gt_encoding="16UC1", limit=1, progress=False))
     assert count == 1
     (frame,) = read_frames(out)
     _, mm = expected_nyu(labeled, 0, kind="filled")
@@ -188,13 +190,13 @@ def official_splits(tmp_path, labeled):
 def test_nyu_official_splits_equal_the_labeled_extraction(tmp_path, labeled, official_splits):
     from_folder = tmp_path / "from_folder"
     from_mat = tmp_path / "from_mat"
-    assert convert_nyu_official(official_splits, from_folder, progress=False) == 2
-    convert_nyu_labeled(labeled["path"], labeled["splits"], from_mat, progress=False)
+    assert convert_nyu_official(official_splits, from_folder, options=QUIET) == 2
+    convert_nyu_labeled(labeled["path"], labeled["splits"], from_mat, options=QUIET)
     for a, b in zip(read_frames(from_folder), read_frames(from_mat), strict=True):
         assert np.array_equal(a.rgb, b.rgb) and nan_equal(a.depth, b.depth) and np.array_equal(a.K, b.K)
     assert read_metadata(from_folder)["source"] == "official_splits"
     # the split folder itself works as the root too
-    assert convert_nyu_official(official_splits / "test", tmp_path / "again", progress=False) == 2
+    assert convert_nyu_official(official_splits / "test", tmp_path / "again", options=QUIET) == 2
 
 
 def test_nyu_missing_or_broken_files_leave_no_bag(tmp_path, official_splits, labeled, capsys):
@@ -203,12 +205,12 @@ def test_nyu_missing_or_broken_files_leave_no_bag(tmp_path, official_splits, lab
     out = tmp_path / "bag"
     with pytest.raises(ConvertError,
                        match=r"1 NYU depth PNGs \(sync_depth_XXXXX.png\) missing: .*sync_depth_00003.png"):
-        convert_nyu_official(official_splits, out, progress=False)
+        convert_nyu_official(official_splits, out, options=QUIET)
     assert_no_bag(out)
     # present but unreadable: found while writing the second frame, after the first was written
     missing.write_bytes(b"not a png")
     with pytest.raises(ConvertError, match="cannot read depth PNG"):
-        convert_nyu_official(official_splits, out, progress=False)
+        convert_nyu_official(official_splits, out, options=QUIET)
     assert_no_bag(out)
 
     assert main(["convert", "nyu", str(out), "--official-splits", str(official_splits)]) == 2
@@ -224,7 +226,7 @@ def test_nyu_missing_or_broken_files_leave_no_bag(tmp_path, official_splits, lab
 
 def test_converted_nyu_scores_perfectly_against_itself(tmp_path, labeled):
     bag = tmp_path / "nyu"
-    convert_nyu_labeled(labeled["path"], labeled["splits"], bag, progress=False)
+    convert_nyu_labeled(labeled["path"], labeled["splits"], bag, options=QUIET)
     out = tmp_path / "eval"
     assert main(["evaluate", str(bag), "--pred-topic", "/ground_truth/depth", "--out", str(out), "--no-progress",
                  "--worst", "1"]) == 0
@@ -324,7 +326,7 @@ def test_kitti_full_frames_without_kb_crop(tmp_path):
     truth = make_kitti(tmp_path, size=(30, 40))
     out = tmp_path / "kitti_full"
     count, without_gt = convert_kitti(tmp_path / "raw", tmp_path / "gt", tmp_path / "eigen_test_files_with_gt.txt", out,
-                                      kb_crop_frames=False, storage="mcap", progress=False)
+                                      kb_crop_frames=False, options=BagOptions(storage="mcap", progress=False))
     assert (count, without_gt) == (3, 1)
     frames = list(read_frames(out))
     assert np.array_equal(frames[0].rgb, truth[0][0]) and np.array_equal(frames[2].P, P_RECT_02)

@@ -15,7 +15,7 @@ import pytest
 
 from zoedepth_ros.cli import main
 from zoedepth_ros.data.bag import read_frames, read_metadata
-from zoedepth_ros.data.dataset_io import ConvertError
+from zoedepth_ros.data.dataset_io import BagOptions, ConvertError
 from zoedepth_ros.data.kitti_drive import (
     camera_from_imu,
     convert_kitti_drive,
@@ -24,6 +24,8 @@ from zoedepth_ros.data.kitti_drive import (
     read_camera_from_imu,
 )
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol
+
+QUIET = BagOptions(progress=False)  # the converters' options, without progress bars
 
 ER = 6378137.0
 DATE = "2011_09_26"
@@ -298,7 +300,7 @@ def test_drive_bag_scores_temporal_consistency(tmp_path):
     as the prediction: the evaluation reads the poses and finds the frames consistent (TAE < 1)."""
     truth = make_drive(tmp_path, frames=5, size=(375, 1242), gt_frames=range(0, 4), rendered=True)
     out = tmp_path / "bag"
-    frames, without_gt = convert_kitti_drive(tmp_path / "raw", DRIVE, tmp_path / "gt", out, progress=False)
+    frames, without_gt = convert_kitti_drive(tmp_path / "raw", DRIVE, tmp_path / "gt", out, options=QUIET)
     assert (frames, without_gt) == (5, 1)
     first = next(iter(read_frames(out)))
     assert first.rgb.shape == (352, 1216, 3) and first.K[0, 2] == pytest.approx(609.5593 - 13)
@@ -334,7 +336,7 @@ def test_drive_bag_with_wrong_poses_is_inconsistent(tmp_path):
 
 
 def read_frames_of(root, name):
-    convert_kitti_drive(root / "raw", DRIVE, root / "gt", root / name, progress=False)
+    convert_kitti_drive(root / "raw", DRIVE, root / "gt", root / name, options=QUIET)
     return read_frames(root / name)
 
 
@@ -406,7 +408,7 @@ def test_drive_errors_name_the_file_and_leave_no_bag(tmp_path, capsys):
     assert "calib_cam_to_cam.txt R_rect_00 is not a rotation matrix" in run_error(tmp_path, capsys)
     cam.write_text(cam_text)
     with pytest.raises(ConvertError, match="no annotated depth of .*drive_0042_sync under"):
-        convert_kitti_drive(tmp_path / "raw", DRIVE, tmp_path / "elsewhere", tmp_path / "bag", progress=False)
+        convert_kitti_drive(tmp_path / "raw", DRIVE, tmp_path / "elsewhere", tmp_path / "bag", options=QUIET)
     assert_no_bag(tmp_path / "bag")
     (raw / "calib_imu_to_velo.txt").unlink()
     err = run_error(tmp_path, capsys)

@@ -14,7 +14,7 @@ from pathlib import Path
 from zoedepth_ros.argtypes import positive_int
 from zoedepth_ros.data.convert_kitti import convert_kitti
 from zoedepth_ros.data.convert_nyu import convert_nyu_labeled, convert_nyu_official
-from zoedepth_ros.data.dataset_io import ConvertError
+from zoedepth_ros.data.dataset_io import BagOptions, ConvertError
 from zoedepth_ros.data.kitti_drive import convert_kitti_drive
 
 
@@ -101,9 +101,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     drive.set_defaults(func=_run_kitti_drive)
 
 
-def _bag_kwargs(args: argparse.Namespace) -> dict:
-    return dict(storage=args.storage, image_format=args.image_format, gt_encoding=args.gt_encoding,
-                overwrite=args.overwrite, limit=args.limit, progress=args.progress)
+def _bag_options(args: argparse.Namespace) -> BagOptions:
+    return BagOptions(storage=args.storage, image_format=args.image_format, gt_encoding=args.gt_encoding,
+                      overwrite=args.overwrite, limit=args.limit, progress=args.progress)
 
 
 def _report(path: Path, frames: int, extra: str = "") -> int:
@@ -117,20 +117,20 @@ def _run_nyu(args: argparse.Namespace) -> int:
         if args.splits is None:
             raise ConvertError("--labeled needs --splits (splits.mat, or a text file of 1-based indices)")
         frames = convert_nyu_labeled(args.labeled, args.splits, args.out, split=args.split, depth=args.depth,
-                                     **_bag_kwargs(args))
+                                     options=_bag_options(args))
     else:
         if args.splits is not None:
             raise ConvertError("--splits goes with --labeled; an official_splits folder is split already")
         if args.depth != "raw":
             raise ConvertError("official_splits folders hold raw depth only; use --labeled for --depth filled")
-        frames = convert_nyu_official(args.official_splits, args.out, split=args.split, **_bag_kwargs(args))
+        frames = convert_nyu_official(args.official_splits, args.out, split=args.split, options=_bag_options(args))
     return _report(args.out, frames)
 
 
 def _run_kitti(args: argparse.Namespace) -> int:
     frames, without_gt = convert_kitti(
         args.raw_root, args.gt_root, args.split_file, args.out,
-        split_name=args.split_name, kb_crop_frames=args.kb_crop, **_bag_kwargs(args),
+        split_name=args.split_name, kb_crop_frames=args.kb_crop, options=_bag_options(args),
     )  # fmt: skip
     # Official evaluation keeps frames without GT in the list and skips them when scoring.
     return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")
@@ -139,7 +139,7 @@ def _run_kitti(args: argparse.Namespace) -> int:
 def _run_kitti_drive(args: argparse.Namespace) -> int:
     frames, without_gt = convert_kitti_drive(
         args.raw_root, args.drive, args.gt_root, args.out,
-        split_name=args.split_name, kb_crop_frames=args.kb_crop, **_bag_kwargs(args),
+        split_name=args.split_name, kb_crop_frames=args.kb_crop, options=_bag_options(args),
     )  # fmt: skip
     # Drives have no annotated depth on their first and last 5 frames: written without GT.
     return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")

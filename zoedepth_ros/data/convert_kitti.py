@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.data.dataset_io import ConvertError, read_depth_png, read_rgb, require_files, write_bag
+from zoedepth_ros.data.dataset_io import (
+    DEFAULT_BAG_OPTIONS,
+    BagOptions,
+    ConvertError,
+    read_depth_png,
+    read_rgb,
+    require_files,
+    write_bag,
+)
 from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop, kb_crop_projection
 
 GT_SCALE = 256.0
@@ -70,16 +78,11 @@ def convert_kitti(
     split_name: str = "eigen_test",
     kb_crop_frames: bool = True,
     *,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
+    options: BagOptions = DEFAULT_BAG_OPTIONS,
 ) -> tuple[int, int]:
     """Write the frames of a split file as a bag; returns (frames, frames without GT)."""
     raw_root, gt_root = Path(raw_root), Path(gt_root)
-    entries = parse_split_file(split_file)[:limit]
+    entries = parse_split_file(split_file)[:options.limit]
     images = [raw_root / image for image, _ in entries]
     gts = [None if gt is None else resolve_gt(gt_root, gt) for _, gt in entries]
     calibs = {date: raw_root / date / CALIB_FILE for date in sorted({Path(image).parts[0] for image, _ in entries})}
@@ -111,6 +114,5 @@ def convert_kitti(
         "source": f"split_file:{Path(split_file).name}",
         "kb_cropped": "true" if kb_crop_frames else "false",
     }
-    count = write_bag(out, frames(), len(entries), metadata, desc=f"kitti {split_name}", storage=storage,
-                      image_format=image_format, gt_encoding=gt_encoding, overwrite=overwrite, progress=progress)
+    count = write_bag(out, frames(), len(entries), metadata, desc=f"kitti {split_name}", options=options)
     return count, sum(gt is None for gt in gts)

@@ -27,6 +27,8 @@ from typing import Literal
 import numpy as np
 
 from zoedepth_ros.data.dataset_io import (
+    DEFAULT_BAG_OPTIONS,
+    BagOptions,
     ConvertError,
     depth_from_uint16,
     read_depth_png,
@@ -180,19 +182,14 @@ def convert_nyu_labeled(
     split: Split = "test",
     depth: DepthKind = "raw",
     *,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
+    options: BagOptions = DEFAULT_BAG_OPTIONS,
 ) -> int:
     """Write the `split` frames of nyu_depth_v2_labeled.mat as a bag; returns the frame count."""
     import h5py
 
     labeled = Path(labeled)
     require_files([labeled], "labeled NYU file")
-    indices = read_split_indices(splits, split)[:limit]
+    indices = read_split_indices(splits, split)[:options.limit]
     if not h5py.is_hdf5(labeled):
         raise ConvertError(f"{labeled} is not an HDF5 (MATLAB v7.3) file, as nyu_depth_v2_labeled.mat is")
     with h5py.File(labeled, "r") as f:
@@ -216,8 +213,7 @@ def convert_nyu_labeled(
             "source": f"labeled:{labeled.name}",
             "depth": depth,
         }
-        return write_bag(out, frames(), len(indices), metadata, desc=f"nyu {split}", storage=storage,
-                         image_format=image_format, gt_encoding=gt_encoding, overwrite=overwrite, progress=progress)
+        return write_bag(out, frames(), len(indices), metadata, desc=f"nyu {split}", options=options)
 
 
 # --- the official_splits folder ------------------------------------------------------------------
@@ -249,15 +245,10 @@ def convert_nyu_official(
     out: Path,
     split: Split = "test",
     *,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
+    options: BagOptions = DEFAULT_BAG_OPTIONS,
 ) -> int:
     """Write the frames of an official_splits folder as a bag; returns the frame count."""
-    files = official_split_files(root, split)[:limit]
+    files = official_split_files(root, split)[:options.limit]
     require_files([gt for _, gt in files], "NYU depth PNGs (sync_depth_XXXXX.png)")
 
     def frames():
@@ -271,5 +262,4 @@ def convert_nyu_official(
         "source": "official_splits",
         "depth": "raw",
     }
-    return write_bag(out, frames(), len(files), metadata, desc=f"nyu {split}", storage=storage,
-                     image_format=image_format, gt_encoding=gt_encoding, overwrite=overwrite, progress=progress)
+    return write_bag(out, frames(), len(files), metadata, desc=f"nyu {split}", options=options)

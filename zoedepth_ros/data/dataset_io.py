@@ -10,6 +10,7 @@ its split; `evaluate` reports frames by that index.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,25 @@ def depth_from_uint16(raw: np.ndarray, scale: float) -> np.ndarray:
     return np.where(raw > 0, raw.astype(np.float32) / np.float32(scale), np.float32(np.nan))
 
 
+@dataclass(frozen=True)
+class BagOptions:
+    """How a converter writes its bag: the `convert` options every dataset shares."""
+
+    storage: str = "sqlite3"
+    image_format: str = "raw"
+    gt_encoding: str = "32FC1"
+    overwrite: bool = False
+    limit: int | None = None  # the first frames only
+    progress: bool = True
+
+    def writer(self, out: Path, metadata: Mapping[str, str]) -> BagWriter:
+        return BagWriter(out, storage=self.storage, image_format=self.image_format,  # type: ignore[arg-type]
+                         gt_encoding=self.gt_encoding, metadata=metadata, overwrite=self.overwrite)
+
+
+DEFAULT_BAG_OPTIONS = BagOptions()
+
+
 def write_bag(
     out: Path,
     frames: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
@@ -71,21 +91,14 @@ def write_bag(
     metadata: Mapping[str, str],
     *,
     desc: str,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    progress: bool = True,
+    options: BagOptions = DEFAULT_BAG_OPTIONS,
 ) -> int:
     """Write (rgb, depth, K, P) tuples as frames 0, 1, ... of a bag; returns the frame count."""
     from tqdm import tqdm
 
-    with BagWriter(
-        out, storage=storage, image_format=image_format, gt_encoding=gt_encoding,  # type: ignore[arg-type]
-        metadata=metadata, overwrite=overwrite,
-    ) as writer:  # fmt: skip
+    with options.writer(out, metadata) as writer:
         for index, (rgb, depth, K, P) in enumerate(tqdm(frames, total=count, desc=desc, unit="frame",
-                                                        disable=not progress)):
+                                                        disable=not options.progress)):
             if depth.shape != rgb.shape[:2]:
                 raise ConvertError(f"{desc} frame {index}: depth {depth.shape} and image {rgb.shape[:2]} sizes differ")
             writer.write(BagFrame(START_STAMP_NS + index * FRAME_PERIOD_NS, FRAME_ID, rgb, depth, K, P))

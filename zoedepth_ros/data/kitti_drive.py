@@ -47,10 +47,16 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.data.bag import BagWriter
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.data.convert_kitti import CALIB_FILE, GT_SCALE, read_projection
-from zoedepth_ros.data.dataset_io import ConvertError, read_depth_png, read_rgb, require_files
+from zoedepth_ros.data.dataset_io import (
+    DEFAULT_BAG_OPTIONS,
+    BagOptions,
+    ConvertError,
+    read_depth_png,
+    read_rgb,
+    require_files,
+)
 from zoedepth_ros.data.synth import FRAME_ID
 from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop, kb_crop_projection
 
@@ -285,12 +291,7 @@ def convert_kitti_drive(
     split_name: str | None = None,
     kb_crop_frames: bool = True,
     *,
-    storage: str = "sqlite3",
-    image_format: str = "raw",
-    gt_encoding: str = "32FC1",
-    overwrite: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
+    options: BagOptions = DEFAULT_BAG_OPTIONS,
 ) -> tuple[int, int]:
     """Write every frame of a raw drive (the first `limit`), in frame order, with its stamp, pose
     and annotated depth where it has one; returns (frames, frames without GT)."""
@@ -303,7 +304,7 @@ def convert_kitti_drive(
     if not drive_dir.is_dir():
         raise ConvertError(f"no drive folder {drive_dir} (expected <raw root>/<date>/<drive>_sync)")
     # Frames 0..N-1, the last image naming N: a hole in the numbers is a damaged download.
-    numbers = list(range(list_frames(drive_dir / "image_02" / "data")[-1] + 1))[:limit]
+    numbers = list(range(list_frames(drive_dir / "image_02" / "data")[-1] + 1))[:options.limit]
     images = [drive_dir / "image_02" / "data" / f"{n:010d}.png" for n in numbers]
     require_files(images, "KITTI images (image_02/data/%010d.png)")
     oxts_files = [drive_dir / "oxts" / "data" / f"{n:010d}.txt" for n in numbers]
@@ -351,10 +352,8 @@ def convert_kitti_drive(
         "kb_cropped": "true" if kb_crop_frames else "false",
         "poses": "oxts",
     }
-    with BagWriter(
-        out, storage=storage, image_format=image_format, gt_encoding=gt_encoding,  # type: ignore[arg-type]
-        metadata=metadata, overwrite=overwrite,
-    ) as writer:  # fmt: skip
-        for frame in tqdm(frames(), total=len(numbers), desc=f"kitti {drive}", unit="frame", disable=not progress):
+    with options.writer(out, metadata) as writer:
+        for frame in tqdm(frames(), total=len(numbers), desc=f"kitti {drive}", unit="frame",
+                          disable=not options.progress):
             writer.write(frame)
     return writer.frames_written, sum(gt is None for gt in gts)
