@@ -86,7 +86,7 @@ demo: venv
 # seeds, `zoedepth-ros train` with config/train_demo.yaml then config/train_demo_finetune.yaml,
 # the float16 copy into the assets, then the held-out scores.
 demo-model: venv
-	$(VENV)/bin/python -m zoedepth_ros.demo_model
+	$(VENV)/bin/python scripts/build_demo_model.py
 
 clean-venv:
 	rm -rf "$(VENV)" "$(VENV_JAZZY)"

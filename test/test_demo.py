@@ -71,22 +71,23 @@ def test_ply_and_cloud_round_trip(tmp_path):
 
 
 def test_demo_model_recipe_is_consistent():
-    """`make demo-model`'s steps parse as zoedepth-ros commands, each training stage starts from
-    what an earlier one wrote, the shipped file is made from what training kept, and the held-out
-    scores are of the shipped file."""
-    import shlex
-    from pathlib import Path
+    """`make demo-model`'s steps (scripts/build_demo_model.py) parse as zoedepth-ros commands, each
+    training stage starts from what an earlier one wrote, the shipped file is made from what
+    training kept, and the held-out scores are of the shipped file."""
+    import importlib.util
 
-    from zoedepth_ros import demo_model
     from zoedepth_ros.cli import build_parser
     from zoedepth_ros.train.config import load_config
 
-    repo = Path(demo_model.REPO)
-    asset = "zoedepth_ros/assets/demo_nk.safetensors"
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("build_demo_model", repo / "scripts" / "build_demo_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    assert recipe.REPO == repo and recipe.ASSET == str(demo.DEMO_MODEL.relative_to(repo))
     parser = build_parser(["synth", "train", "evaluate", "weights"])
     written, evaluated = set(), []
-    for step in demo_model.STEPS:
-        args = parser.parse_args(shlex.split(step)[1:])
+    for step in recipe.STEPS:
+        args = parser.parse_args(step)
         if args.command == "train":
             cfg = load_config(repo / args.config)
             if cfg["model"]["init"] is not None:
@@ -97,6 +98,5 @@ def test_demo_model_recipe_is_consistent():
             written.add(str(args.output))
         elif args.command == "evaluate":
             evaluated.append(args.model)
-    assert asset in written
-    assert evaluated and set(evaluated) == {asset}
-
+    assert recipe.ASSET in written
+    assert evaluated and set(evaluated) == {recipe.ASSET}
