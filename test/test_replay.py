@@ -28,10 +28,10 @@ from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.protocols import get_protocol
+from zoedepth_ros.eval.replay_pairing import Pairing, ReplaySettings, due_s, published_view
 from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.inference import DepthEstimator
 from zoedepth_ros.ros.processes import stop_process
-from zoedepth_ros.ros.replay import Pairing, ReplaySettings, due_s, published_view
 
 from ros_helpers import REPO, Spinner, launch_description
 

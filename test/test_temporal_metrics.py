@@ -21,9 +21,9 @@ from zoedepth_ros.data.bag import read_frames
 from zoedepth_ros.data.bag_layout import BagFrame, make_camera_info_msg, make_image_msg, make_pose_msg, typestore
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval.protocols import eval_mask, get_protocol
+from zoedepth_ros.eval.replay_pairing import Pairing
 from zoedepth_ros.eval.scoring import BagEvaluation, score_predictions
 from zoedepth_ros.eval.temporal import TemporalAccumulator, temporal_summary, warp_abs_rel, warp_depth
-from zoedepth_ros.ros.replay import Pairing
 
 H, W = 48, 64
 K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
