@@ -18,6 +18,8 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from zoedepth_ros.eval.recipe import NODE_PARAMETERS
+
 PACKAGE = "zoedepth_ros"
 
 
@@ -36,9 +38,7 @@ def _nodes(context):
             "model": value("model"),
             "device": value("device"),
             "precision": value("precision"),
-            "mode": "eval",
-            "flip_tta": True,
-            "min_depth": 0.0,
+            **NODE_PARAMETERS,  # evaluate's processing: mode eval, flip average, min_depth 0
             "max_depth": float(value("max_depth")),
             "publish_points": False,
             "publish_colormap": False,

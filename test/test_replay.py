@@ -28,6 +28,7 @@ from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.data.synth import write_synth_bag
 from zoedepth_ros.eval.metrics import METRIC_NAMES
 from zoedepth_ros.eval.protocols import get_protocol
+from zoedepth_ros.eval.recipe import NODE_PARAMETERS
 from zoedepth_ros.eval.replay_pairing import Pairing, ReplaySettings, due_s, published_view
 from zoedepth_ros.eval.scoring import BagEvaluation
 from zoedepth_ros.inference import DepthEstimator
@@ -38,8 +39,8 @@ from ros_helpers import REPO, Spinner, launch_description
 SIZE = (96, 128)  # the bags' frames, and the tiny model's network input
 LAUNCH_FILE = REPO / "launch" / "evaluate.launch.py"
 # The depth node as the launch file sets it up for a replay: evaluate's processing, nothing invalidated.
-REPLAY_PARAMS = {"device": "cpu", "mode": "eval", "flip_tta": True, "min_depth": 0.0, "max_depth": 1000.0,
-                 "temporal_filter": "none", "publish_points": False, "publish_colormap": False}
+REPLAY_PARAMS = {"device": "cpu", **NODE_PARAMETERS, "max_depth": 1000.0, "temporal_filter": "none",
+                 "publish_points": False, "publish_colormap": False}
 
 
 @pytest.fixture(scope="module")

@@ -125,6 +125,7 @@ def _replay(bag: Path, out: Path, log: Path) -> dict:
 
 def run_demo(out: Path, frames: int = DEFAULT_FRAMES) -> dict:
     """Runs the demo into `out`; returns {"model": ..., "bags": {kind: summary}, "latency": {...}}."""
+    from zoedepth_ros.eval.recipe import NODE_PARAMETERS
     from zoedepth_ros.eval.report import atomic_write
     from zoedepth_ros.ros.processes import dds_profile, node_process, shipped_dds_profile
 
@@ -137,8 +138,8 @@ def run_demo(out: Path, frames: int = DEFAULT_FRAMES) -> dict:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # Scored as `evaluate` scores (each frame alone), as evaluate.launch.py sets the node up: the
     # demo's bags hold an unrelated scene per frame, nothing for a temporal filter to follow.
-    params = {"model": model, "device": "auto", "mode": "eval", "flip_tta": True, "min_depth": 0.0,
-              "max_depth": 80.0, "points_color": True, "temporal_filter": "none"}
+    params = {"model": model, "device": "auto", **NODE_PARAMETERS, "max_depth": 80.0, "points_color": True,
+              "temporal_filter": "none"}
     # The replay node and this listener are children/participants of this process: all three
     # move the images through shared memory (config/fastdds_large_images.xml).
     with (dds_profile(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or shipped_dds_profile()),

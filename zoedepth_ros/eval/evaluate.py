@@ -20,6 +20,7 @@ from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, a
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop, kb_crop_projection
+from zoedepth_ros.eval.recipe import ESTIMATOR_OPTIONS, predict_in_batches
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
 from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, TemporalFilter, make_temporal_filter
@@ -68,28 +69,20 @@ def evaluate_with_estimator(estimator: DepthEstimator, path: Path, evaluation: B
     `temporal_filter` filters the predictions in the bag's order, as the depth node filters a
     camera's (one filter per bag, restarted by the stamps and a change of size or K)."""
     frames = read_frames(path)
-    batch: list[tuple[int, BagFrame, np.ndarray]] = []
     flt = make_temporal_filter(temporal_filter)
 
-    def flush() -> None:
-        predictions = estimator.predict_batch([rgb for _, _, rgb in batch])
-        for (index, frame, rgb), prediction in zip(batch, predictions, strict=True):
-            K = kb_crop_projection(frame.K, *frame.rgb.shape[:2]) if evaluation.protocol.kb_crop else frame.K
-            evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, K, rgb), index)
-        batch.clear()
+    def network_inputs() -> Iterator[tuple[int, BagFrame, np.ndarray]]:
+        for index, frame in enumerate(_progress(frames, evaluation.name, progress)):
+            try:
+                rgb = kb_crop(frame.rgb) if evaluation.protocol.kb_crop else frame.rgb
+            except ValueError as exc:
+                raise EvaluationError(f"{evaluation.name} frame {index}: {exc}") from None
+            yield index, frame, np.ascontiguousarray(rgb)
 
-    for index, frame in enumerate(_progress(frames, evaluation.name, progress)):
-        try:
-            rgb = kb_crop(frame.rgb) if evaluation.protocol.kb_crop else frame.rgb
-        except ValueError as exc:
-            raise EvaluationError(f"{evaluation.name} frame {index}: {exc}") from None
-        if batch and batch[0][2].shape != rgb.shape:
-            flush()
-        batch.append((index, frame, np.ascontiguousarray(rgb)))
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
+    for (index, frame, rgb), prediction in predict_in_batches(estimator, network_inputs(), lambda item: item[2],
+                                                               batch_size):
+        K = kb_crop_projection(frame.K, *frame.rgb.shape[:2]) if evaluation.protocol.kb_crop else frame.K
+        evaluation.add(frame, flt.filter(prediction.depth, frame.stamp_ns, K, rgb), index)
     evaluation.unpaired_messages.update(frames.unpaired)
     return evaluation
 
@@ -174,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         from zoedepth_ros.inference.engines import load_source
 
         estimator = DepthEstimator(load_source(args.model, args.kitti_max_depth), device=args.device,
-                                   precision=args.precision, flip_tta=True, pad=False, mode="eval", engine=args.engine)
+                                   precision=args.precision, engine=args.engine, **ESTIMATOR_OPTIONS)
         source = {"model": str(args.model), "engine": args.engine, "device": str(estimator.device),
                   "precision": estimator.precision, "precision_reason": estimator.precision_reason,
                   "batch_size": args.batch_size,

@@ -240,28 +240,20 @@ class Trainer:
         import torch.distributed as dist
 
         from zoedepth_ros.eval.metrics import MetricsAccumulator, score_frame
+        from zoedepth_ros.eval.recipe import ESTIMATOR_OPTIONS, predict_in_batches
         from zoedepth_ros.inference import DepthEstimator
 
         vcfg = self.cfg["val"]
+        # evaluate's processing; the flip average as the config says (off: a faster validation)
         estimator = DepthEstimator(self.model, device=str(self.device), precision=self.cfg["train"]["precision"],
-                                   flip_tta=vcfg["flip_tta"], pad=False, mode="eval")
+                                   **{**ESTIMATOR_OPTIONS, "flip_tta": vcfg["flip_tta"]})
         results = {}
-
-        def flush(pending: list, acc: MetricsAccumulator) -> None:
-            predictions = estimator.predict_batch([rgb for rgb, _, _ in pending])
-            for prediction, (_, gt, protocol) in zip(predictions, pending, strict=True):
-                acc.update(score_frame(prediction.depth, gt, protocol))
-            pending.clear()
-
         for val_set in self.val_sets:
             acc = MetricsAccumulator()
-            pending: list = []
-            for frame in val_set.frames(self.dist.rank, self.dist.world):
-                if pending and (frame[0].shape != pending[0][0].shape or len(pending) == vcfg["batch_size"]):
-                    flush(pending, acc)
-                pending.append(frame)
-            if pending:
-                flush(pending, acc)
+            for (_, gt, protocol), prediction in predict_in_batches(
+                    estimator, val_set.frames(self.dist.rank, self.dist.world), lambda frame: frame[0],
+                    vcfg["batch_size"]):
+                acc.update(score_frame(prediction.depth, gt, protocol))
             if self.dist.world > 1:
                 gathered = [None] * self.dist.world
                 dist.all_gather_object(gathered, acc)
