@@ -131,6 +131,7 @@ class GpuCheck:
 
         from zoedepth_ros.bench.engine_parity import split_routes
         from zoedepth_ros.inference.engine_factory import make_engine
+        from zoedepth_ros.inference.engines import EngineOptions
 
         if not self.ours.config.routed:
             self.skip("per-sample routing", f"{self.args.arch} has one head")
@@ -141,7 +142,8 @@ class GpuCheck:
         with torch.inference_mode():
             expected = model(batch).domain.tolist()
         for engine, precision in [("torch", "fp32"), *self.engines()]:
-            runner = make_engine(engine, model, self.device, precision, cache_dir=self.workdir / "routing")
+            options = EngineOptions(self.device, precision, cache_dir=self.workdir / "routing")
+            runner = make_engine(engine, model, options)
             with torch.inference_mode():
                 got = runner(batch.to(runner.device), with_std=False).domain.tolist()
             self.check(f"per-sample routing, {engine} {precision}", got == expected and len(set(got)) == 2,
@@ -159,6 +161,7 @@ class GpuCheck:
     def timing(self) -> None:
         from zoedepth_ros.bench.timing import interleaved, ratio_rows
         from zoedepth_ros.inference.engine_factory import make_engine
+        from zoedepth_ros.inference.engines import EngineOptions
         from zoedepth_ros.inference.torch_engine import compile_model
         from zoedepth_ros.model.zoedepth import low_precision_copy
 
@@ -187,7 +190,8 @@ class GpuCheck:
             candidates["compiled bf16" + (" (CUDA graphs)" if device.type == "cuda" else "")] = timed(
                 lambda: compiled(x.clone()), torch.bfloat16)
         for engine, precision in self.engines():
-            runner = make_engine(engine, self.ours, self.device, precision, cache_dir=self.workdir / "cache")
+            options = EngineOptions(self.device, precision, cache_dir=self.workdir / "cache")
+            runner = make_engine(engine, self.ours, options)
             host = x.to(runner.device)
             runner(host, with_std=False)  # export / build outside the timed rounds
             candidates[f"{engine} {precision}"] = timed(lambda runner=runner, host=host: runner(host, with_std=False))

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -33,6 +35,33 @@ _PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime (or onnxruntime-gpu)"),
 
 class EngineError(ZoeDepthError, ValueError):
     """An engine that cannot run as configured (missing package, device, precision)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run an engine: the options DepthEstimator and the benchmarks hand to make_engine."""
+
+    device: str = "auto"  # auto, cpu, cuda[:N] (engine_names.DEVICE_PATTERN)
+    precision: str = "fp32"  # one of engine_names.PRECISIONS; auto resolved by precision.py
+    compile: bool = False  # torch only: torch.compile the model
+    compile_backend: str | Callable = "inductor"
+    cache_dir: Path | None = None  # where exports made from checkpoints are kept (export_cache.py)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What DepthEstimator needs of an engine (torch_engine, onnx_engines, tensorrt_engine)."""
+
+    config: Any  # the model's ZoeDepthConfig (head names, image size)
+    device: torch.device  # where its inputs go
+    network_target: tuple[int, int]  # the size frames are resized around (the export's, for a file)
+    flip_in_graph: bool  # the graph averages the mirrored image itself (an export with --flip-tta)
+    precision: str  # the precision it runs (auto resolved)
+    precision_reason: str  # why that one
+
+    def __call__(self, pixels: torch.Tensor, with_std: bool) -> EngineOutput: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass

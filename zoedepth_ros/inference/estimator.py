@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..model.zoedepth import ZoeDepth
 from .engine_factory import make_engine
-from .engines import EngineError
+from .engines import EngineError, EngineOptions
 
 MODES = ("infer", "eval")
 
@@ -67,7 +67,7 @@ class DepthEstimator:
                  compile_backend: str | Callable = "inductor", engine: str = "torch", cache_dir: Path | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self.engine = make_engine(engine, model, device, precision, compile, compile_backend, cache_dir)
+        self.engine = make_engine(engine, model, EngineOptions(device, precision, compile, compile_backend, cache_dir))
         if self.engine.flip_in_graph and not flip_tta:
             raise EngineError(f"{model} averages flipped images in its graph (exported with --flip-tta): "
                               "set flip_tta, or export without --flip-tta")

@@ -28,9 +28,9 @@ class TorchEngine:
     flip_in_graph = False
 
     def __init__(self, model: ZoeDepth, device: torch.device, precision: str = "fp32", compile: bool = False,
-                 compile_backend: str | Callable = "inductor"):
+                 compile_backend: str | Callable = "inductor", precision_reason: str = "asked for"):
         self.dtype = PRECISIONS[precision]
-        self.precision, self.precision_reason = precision, "asked for"
+        self.precision, self.precision_reason = precision, precision_reason
         if self.dtype is not None:
             model = low_precision_copy(model, self.dtype)
         self.model = model.to(device).eval()
