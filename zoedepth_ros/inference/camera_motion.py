@@ -43,7 +43,7 @@ STILL_FLOW_PX = 2.0
 STILL_FLOW_P75_PX = 6.0
 # RANSAC: a sample agrees with a motion when it reprojects within this many pixels (full size).
 INLIER_PX = 2.0
-RANSAC_ITERATIONS = 30
+RANSAC_ITERATIONS = 20
 # Fewer inliers than this (count, and fraction of the usable samples): no motion is trusted.
 MIN_INLIERS = 12
 MIN_INLIER_FRACTION = 0.15

@@ -246,12 +246,13 @@ class MotionAverage:
         prior, count, held = np.moveaxis(state, -1, 0)
         with np.errstate(invalid="ignore"):
             diff = log - prior
-            keep = np.abs(diff) <= np.float32(MOTION_STEP)  # False for NaN
+            distance = np.abs(diff)
+            keep = distance <= np.float32(MOTION_STEP)  # False for NaN
         if np.count_nonzero(keep) < EMA_CUT_KEEP_FRACTION * np.count_nonzero(np.isfinite(log)):
             return self.start(depth, image, K)
         with np.errstate(invalid="ignore"):
             # 1/frames within the noise, rising to 1 at the step (MOTION_NOISE, MOTION_STEP)
-            ramp = (np.abs(diff) - np.float32(MOTION_NOISE)) * np.float32(1.0 / (MOTION_STEP - MOTION_NOISE))
+            ramp = (distance - np.float32(MOTION_NOISE)) * np.float32(1.0 / (MOTION_STEP - MOTION_NOISE))
             weight = np.maximum(1.0 / np.minimum(count + 1, np.float32(MOTION_MAX_FRAMES)), ramp)
         weight = np.where(keep, weight, np.float32(1))
         count = 1.0 / weight
