@@ -57,13 +57,10 @@ class CameraMotion:
     R: np.ndarray
     t: np.ndarray
     inlier_fraction: float  # of the samples that RANSAC kept; 1 for a still camera
-
-    @property
-    def still(self) -> bool:
-        return self.t is STILL.t
+    still: bool = False  # the flow said the camera held still: no motion was estimated
 
 
-STILL = CameraMotion(np.eye(3), np.zeros(3), 1.0)
+STILL = CameraMotion(np.eye(3), np.zeros(3), 1.0, still=True)
 
 
 def flow_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
