@@ -3,9 +3,9 @@ what the `motion-ema` temporal filter warps its average with, so that no pose (T
 needed at run time. ROS-free (numpy and OpenCV).
 
 Dense optical flow (OpenCV's DIS, its `fast` preset: `ultrafast` halved the gain of the filter
-on the indoor forward walk) from the new frame to the earlier one on
-quarter-size grey images gives, on a grid, where each sample of the new frame was in the earlier
-one; the earlier frame's depth there back-projects it (K) to a 3D point of the earlier camera.
+on the indoor forward walk) from the new frame to the earlier one on quarter-size grey images
+gives, for a grid of samples where the new image has texture, where each was in the earlier one;
+the earlier frame's depth there back-projects it (K) to a 3D point of the earlier camera.
 The rigid motion that projects those points onto the samples of the new frame is found by RANSAC
 over minimal sets (AP3P: flow fails on untextured walls, at occlusions and on whatever moves
 itself) and refined by Levenberg-Marquardt on the inliers. Its metric scale is the depth's: a
