@@ -263,7 +263,8 @@ class MotionAverage:
         else:
             output = average
         self._state = np.stack([average, count, output], axis=-1).astype(np.float32)
-        correction = np.exp(np.where(keep, output - log, np.float32(0))).astype(np.float32)
+        with np.errstate(invalid="ignore"):  # inf - inf where the depth is infinite: not kept anyway
+            correction = np.exp(np.where(keep, output - log, np.float32(0))).astype(np.float32)
         out = depth * cv2.resize(correction, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
         self._previous = out
         return out
