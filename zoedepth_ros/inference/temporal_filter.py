@@ -250,21 +250,18 @@ class MotionAverage:
             keep = distance <= np.float32(MOTION_STEP)  # False for NaN
         if np.count_nonzero(keep) < EMA_CUT_KEEP_FRACTION * np.count_nonzero(np.isfinite(log)):
             return self.start(depth, image, K)
+        # NaN and infinite log depth (invalid or infinite depth) give NaN below, only where not kept.
         with np.errstate(invalid="ignore"):
             # 1/frames within the noise, rising to 1 at the step (MOTION_NOISE, MOTION_STEP)
             ramp = (distance - np.float32(MOTION_NOISE)) * np.float32(1.0 / (MOTION_STEP - MOTION_NOISE))
             weight = np.maximum(1.0 / np.minimum(count + 1, np.float32(MOTION_MAX_FRAMES)), ramp)
-        weight = np.where(keep, weight, np.float32(1))
-        count = 1.0 / weight
-        average = np.where(keep, prior + diff * weight, log)
-        if still:
-            with np.errstate(invalid="ignore"):
-                output = np.where(np.abs(average - held) <= np.float32(MOTION_HOLD), held, average)
-        else:
-            output = average
-        self._state = np.stack([average, count, output], axis=-1).astype(np.float32)
-        with np.errstate(invalid="ignore"):  # inf - inf where the depth is infinite: not kept anyway
+            weight = np.where(keep, weight, np.float32(1))
+            count = 1.0 / weight
+            average = np.where(keep, prior + diff * weight, log)
+            output = (np.where(np.abs(average - held) <= np.float32(MOTION_HOLD), held, average) if still
+                      else average)
             correction = np.exp(np.where(keep, output - log, np.float32(0))).astype(np.float32)
+        self._state = np.stack([average, count, output], axis=-1).astype(np.float32)
         out = depth * cv2.resize(correction, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
         self._previous = out
         return out
