@@ -86,6 +86,28 @@ def test_recorded_predictions_are_filtered_by_their_stamps(tmp_path):
     assert float(rows[1]["abs_rel"]) < abs(factors[1] - 1)  # the scale held towards the previous frame's
 
 
+def test_recorded_predictions_get_their_frames_image_and_k(tmp_path):
+    """motion-ema on recorded depth (`--pred-topic`): each prediction is filtered with the image and K
+    of the bag's frame of its stamp, as the node filtered it (a camera walking: the motion is
+    followed only with them)."""
+    protocol = get_protocol("synth_indoor")
+    walk = write_synth_bag(tmp_path / "walk", frames=5, size=(240, 320), motion="forward", seed=3, progress=False)
+    frames = list(read_frames(walk))
+    rng = np.random.default_rng(0)
+    predictions = [(f.stamp_ns, (f.depth * np.float32(np.exp(rng.normal(0, 0.03)))).astype(np.float32))
+                   for f in frames]
+    bag = write_prediction_bag(tmp_path / "bag", frames, predictions)
+    _, rows = evaluate(tmp_path / "out", bag, "--pred-topic", "/depth/image", "--temporal-filter", "motion-ema")
+    with_frames, without = make_temporal_filter("motion-ema"), make_temporal_filter("motion-ema")
+    expected, blind = [], []
+    for (stamp, depth), frame in zip(predictions, frames, strict=True):
+        expected.append(score_frame(with_frames.filter(depth, stamp, frame.K, frame.rgb), frame.depth,
+                                    protocol)["abs_rel"])
+        blind.append(score_frame(without.filter(depth, stamp, None), frame.depth, protocol)["abs_rel"])
+    assert [float(r["abs_rel"]) for r in rows] == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx(blind, rel=1e-6)  # the images and K made a difference
+
+
 def test_an_unknown_filter_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", str(tmp_path), "--pred-topic", "/d", "--out", str(tmp_path / "o"),
