@@ -6,7 +6,8 @@
 #                     OpenCV 4.x; requirements/jazzy.txt), then run the test suite in it
 # A venv is rebuilt only when its requirements files, setup.py or setup.cfg change (a sha256 stamp
 # inside it), so a second run skips pip entirely. pip keeps no cache of its downloads: the two venvs
-# take ~13 GB (torch's CUDA build twice), and a cached copy of the wheels would add ~4 GB more.
+# take ~13 GB (torch's CUDA build twice), and a cached copy of the wheels would add ~4 GB more;
+# .ci/run removes .venv once its tests pass, before it builds .venv-jazzy.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
