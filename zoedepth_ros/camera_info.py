@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoedepth_ros.errors import RejectedMessage
 
-class CameraInfoError(ValueError):
-    """A camera_info that cannot describe the image; `reason` is a short stable key."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class CameraInfoError(RejectedMessage):
+    """A camera_info that cannot describe the image."""
 
 
 @dataclass(frozen=True)

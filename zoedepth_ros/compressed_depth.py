@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from zoedepth_ros.depth_codec import DepthDecodeError
+from zoedepth_ros.errors import RejectedMessage
 from zoedepth_ros.image_codec import ImageDecodeError, check_compressed
 
 CompressedDepthFormat = Literal["png", "rvl"]
@@ -55,14 +56,9 @@ _INT_MAX = 2**31 - 1
 _VLE_MAX_NIBBLES = 10  # 30 bits: the plugin's decoder shifts by a negative amount past that
 
 
-class CompressedDepthError(DepthDecodeError):
-    """A compressedDepth message that cannot be decoded. `reason` is a short stable key for
-    counting rejections (bad_format, short_header, bad_header, bad_png, bad_rvl, size_mismatch);
-    the message says what is wrong."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class CompressedDepthError(DepthDecodeError, RejectedMessage):
+    """A compressedDepth message that cannot be decoded; its reasons: bad_format, short_header,
+    bad_header, bad_png, bad_rvl, size_mismatch."""
 
 
 def quantization_params(depth_max: float, quantization: float) -> tuple[np.float32, np.float32]:

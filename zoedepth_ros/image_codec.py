@@ -23,17 +23,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from zoedepth_ros.errors import RejectedMessage
 
-class ImageDecodeError(ValueError):
-    """An image message that cannot be turned into RGB.
 
-    `reason` is a short stable key (for counting rejections per cause); the message says what is
-    wrong and what to do about it.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class ImageDecodeError(RejectedMessage):
+    """An image message that cannot be turned into RGB."""
 
 
 @dataclass(frozen=True)
