@@ -59,27 +59,19 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                      help="with --labeled: rawDepths (default, what the benchmark scores) or in-painted depths")
     nyu.set_defaults(func=_run_nyu)
 
-    kitti = sub.add_parser(
-        "kitti",
+    kitti = _add_kitti_parser(
+        sub, "kitti", _run_kitti, split_name_default="eigen_test",
+        raw_root_help="folder holding <date>/<drive>_sync/ and <date>/calib_cam_to_cam.txt",
         help="KITTI raw drives + annotated depth, Eigen-style split file",
         description="KITTI frames of a split file (lines '<date>/<drive>_sync/image_02/data/N.png "
                     "<gt path or None> <focal>', as BTS eigen_test_files_with_gt.txt), intrinsics from "
                     "calib_cam_to_cam.txt P_rect_02, protocol kitti.",
     )
-    _add_bag_options(kitti)
-    kitti.add_argument("--raw-root", type=Path, required=True,
-                       help="folder holding <date>/<drive>_sync/ and <date>/calib_cam_to_cam.txt")
-    kitti.add_argument("--gt-root", type=Path, required=True,
-                       help="folder holding <drive>_sync/proj_depth/groundtruth/ (directly or under train/ or val/)")
     kitti.add_argument("--split-file", type=Path, required=True, help="e.g. eigen_test_files_with_gt.txt")
-    kitti.add_argument("--split-name", default="eigen_test", help="split name recorded in the bag (default eigen_test)")
-    kitti.add_argument("--kb-crop", action=argparse.BooleanOptionalAction, default=True,
-                       help="store frames KB-cropped to 352x1216 as the official evaluation feeds the network "
-                            "(default); --no-kb-crop keeps full frames (the scorer still crops GT)")
-    kitti.set_defaults(func=_run_kitti)
 
-    drive = sub.add_parser(
-        "kitti-drive",
+    drive = _add_kitti_parser(
+        sub, "kitti-drive", _run_kitti, split_name_default=None,
+        raw_root_help="folder holding <date>/<drive>_sync/ (image_02, oxts) and <date>/calib_*.txt",
         help="one whole KITTI raw drive in frame order, camera poses from OXTS on /ground_truth/pose",
         description="Every frame of a KITTI raw drive (image_02), in frame order, stamped from "
                     "image_02/timestamps.txt, with the pose of camera 2's optical frame from the drive's OXTS "
@@ -88,17 +80,26 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
                     "depth where the frame has it (frames without it: no GT, skipped when scored); "
                     "protocol kitti. See docs/evaluation.md.",
     )
-    _add_bag_options(drive)
-    drive.add_argument("--raw-root", type=Path, required=True,
-                       help="folder holding <date>/<drive>_sync/ (image_02, oxts) and <date>/calib_*.txt")
     drive.add_argument("--drive", required=True, metavar="NAME",
                        help="the drive, e.g. 2011_09_26_drive_0002_sync (the _sync may be left out)")
-    drive.add_argument("--gt-root", type=Path, required=True,
-                       help="folder holding <drive>_sync/proj_depth/groundtruth/ (directly or under train/ or val/)")
-    drive.add_argument("--split-name", help="split name recorded in the bag (default: the drive's name)")
-    drive.add_argument("--kb-crop", action=argparse.BooleanOptionalAction, default=True,
-                       help="store frames KB-cropped to 352x1216 (default); --no-kb-crop keeps full frames")
-    drive.set_defaults(func=_run_kitti_drive)
+
+
+def _add_kitti_parser(sub: argparse._SubParsersAction, name: str, func, split_name_default: str | None,
+                      raw_root_help: str, **texts: str) -> argparse.ArgumentParser:
+    """A KITTI subcommand with what both KITTI sources take: the bag options, the raw and GT
+    folders, the split name and the KB crop."""
+    p = sub.add_parser(name, **texts)
+    _add_bag_options(p)
+    p.add_argument("--raw-root", type=Path, required=True, help=raw_root_help)
+    p.add_argument("--gt-root", type=Path, required=True,
+                   help="folder holding <drive>_sync/proj_depth/groundtruth/ (directly or under train/ or val/)")
+    p.add_argument("--split-name", default=split_name_default,
+                   help=f"split name recorded in the bag (default {split_name_default or 'the drive name'})")
+    p.add_argument("--kb-crop", action=argparse.BooleanOptionalAction, default=True,
+                   help="store frames KB-cropped to 352x1216 as the official evaluation feeds the network "
+                        "(default); --no-kb-crop keeps full frames (the scorer still crops GT)")
+    p.set_defaults(func=func)
+    return p
 
 
 def _bag_options(args: argparse.Namespace) -> BagOptions:
@@ -128,18 +129,11 @@ def _run_nyu(args: argparse.Namespace) -> int:
 
 
 def _run_kitti(args: argparse.Namespace) -> int:
-    frames, without_gt = convert_kitti(
-        args.raw_root, args.gt_root, args.split_file, args.out,
-        split_name=args.split_name, kb_crop_frames=args.kb_crop, options=_bag_options(args),
-    )  # fmt: skip
-    # Official evaluation keeps frames without GT in the list and skips them when scoring.
-    return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")
-
-
-def _run_kitti_drive(args: argparse.Namespace) -> int:
-    frames, without_gt = convert_kitti_drive(
-        args.raw_root, args.drive, args.gt_root, args.out,
-        split_name=args.split_name, kb_crop_frames=args.kb_crop, options=_bag_options(args),
-    )  # fmt: skip
-    # Drives have no annotated depth on their first and last 5 frames: written without GT.
+    common = {"split_name": args.split_name, "kb_crop_frames": args.kb_crop, "options": _bag_options(args)}
+    if args.dataset == "kitti":
+        frames, without_gt = convert_kitti(args.raw_root, args.gt_root, args.split_file, args.out, **common)
+    else:
+        frames, without_gt = convert_kitti_drive(args.raw_root, args.drive, args.gt_root, args.out, **common)
+    # Official evaluation keeps frames without GT (in a split's list; a drive's first and last 5
+    # frames) and skips them when scoring.
     return _report(args.out, frames, f"; {without_gt} without GT (skipped when scored)" if without_gt else "")

@@ -52,6 +52,16 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _series_png(fig: Figure, ax, xlabel: str, ylabel: str) -> bytes:
+    """The PNG of a plot of errors over frames: labelled axes, errors from 0, a legend if any line has a label."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize="small")
+    return _png(fig)
+
+
 def error_histogram_png(evaluations: Sequence[BagEvaluation]) -> bytes:
     """Share of valid pixels per signed relative error bin, over all bags."""
     from matplotlib.figure import Figure
@@ -86,12 +96,7 @@ def per_frame_png(evaluations: Sequence[BagEvaluation], mean_abs_rel: float | No
         start += len(scored)
     if mean_abs_rel is not None:
         ax.axhline(mean_abs_rel, color="black", linestyle="--", linewidth=0.8, label=f"mean {mean_abs_rel:.4f}")
-    ax.set_xlabel("scored frame (bags one after the other)")
-    ax.set_ylabel("abs_rel")
-    ax.set_ylim(bottom=0)
-    if ax.get_legend_handles_labels()[1]:
-        ax.legend(fontsize="small")
-    return _png(fig)
+    return _series_png(fig, ax, "scored frame (bags one after the other)", "abs_rel")
 
 
 def temporal_pairs_png(evaluations: Sequence[BagEvaluation]) -> bytes:
@@ -110,12 +115,8 @@ def temporal_pairs_png(evaluations: Sequence[BagEvaluation]) -> bytes:
         x = [(p.stamp_to - start) / 1e9 for p in pairs]
         y = [100.0 * float(np.mean([e for e in (p.forward, p.backward) if e is not None])) for p in pairs]
         ax.plot(x, y, marker=".", linestyle="-", linewidth=0.6, label=evaluation.name if labelled else None)
-    ax.set_xlabel("time of the pair's later frame since the bag's first pair [s]")
-    ax.set_ylabel("pair error x 100 (mean of both directions)")
-    ax.set_ylim(bottom=0)
-    if ax.get_legend_handles_labels()[1]:
-        ax.legend(fontsize="small")
-    return _png(fig)
+    return _series_png(fig, ax, "time of the pair's later frame since the bag's first pair [s]",
+                       "pair error x 100 (mean of both directions)")
 
 
 def worst_frames_png(worst: Sequence[WorstFrame]) -> bytes:
