@@ -70,6 +70,24 @@ def resolve_gt(gt_root: Path, relative: str) -> Path:
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 
+def read_frame(image_path: Path, gt_path: Path | None, P: np.ndarray,
+               kb_crop_frames: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB, GT depth in metres (NaN = none; all NaN without a GT file), 3x4 projection) of one KITTI
+    frame, KB-cropped (projection included) when `kb_crop_frames`."""
+    rgb = read_rgb(image_path)
+    depth = np.full(rgb.shape[:2], np.nan, np.float32) if gt_path is None else read_depth_png(gt_path, GT_SCALE)
+    if depth.shape != rgb.shape[:2]:
+        raise ConvertError(f"{gt_path} is {depth.shape[0]}x{depth.shape[1]}, its image {image_path} "
+                           f"{rgb.shape[0]}x{rgb.shape[1]}")
+    if kb_crop_frames:
+        if rgb.shape[0] < KB_CROP_HEIGHT or rgb.shape[1] < KB_CROP_WIDTH:
+            raise ConvertError(f"{image_path} is {rgb.shape[0]}x{rgb.shape[1]}, smaller than the "
+                               f"{KB_CROP_HEIGHT}x{KB_CROP_WIDTH} KB crop (use --no-kb-crop)")
+        P = kb_crop_projection(P, *rgb.shape[:2])
+        rgb, depth = kb_crop(rgb), kb_crop(depth)
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(depth), P
+
+
 def convert_kitti(
     raw_root: Path,
     gt_root: Path,
@@ -93,19 +111,8 @@ def convert_kitti(
 
     def frames():
         for (image, _), image_path, gt_path in zip(entries, images, gts, strict=True):
-            rgb = read_rgb(image_path)
-            depth = np.full(rgb.shape[:2], np.nan, np.float32) if gt_path is None else read_depth_png(gt_path, GT_SCALE)
-            if depth.shape != rgb.shape[:2]:
-                raise ConvertError(f"{gt_path} is {depth.shape[0]}x{depth.shape[1]}, its image {image_path} "
-                                   f"{rgb.shape[0]}x{rgb.shape[1]}")
-            P = projections[Path(image).parts[0]]
-            if kb_crop_frames:
-                if rgb.shape[0] < KB_CROP_HEIGHT or rgb.shape[1] < KB_CROP_WIDTH:
-                    raise ConvertError(f"{image_path} is {rgb.shape[0]}x{rgb.shape[1]}, smaller than the "
-                                       f"{KB_CROP_HEIGHT}x{KB_CROP_WIDTH} KB crop (use --no-kb-crop)")
-                P = kb_crop_projection(P, *rgb.shape[:2])
-                rgb, depth = np.ascontiguousarray(kb_crop(rgb)), kb_crop(depth)
-            yield rgb, np.ascontiguousarray(depth), P[:, :3], P
+            rgb, depth, P = read_frame(image_path, gt_path, projections[Path(image).parts[0]], kb_crop_frames)
+            yield rgb, depth, P[:, :3], P
 
     metadata = {
         **get_protocol("kitti").to_metadata(),

@@ -48,17 +48,15 @@ from pathlib import Path
 import numpy as np
 
 from zoedepth_ros.data.bag_layout import BagFrame
-from zoedepth_ros.data.convert_kitti import CALIB_FILE, GT_SCALE, read_projection
+from zoedepth_ros.data.convert_kitti import CALIB_FILE, read_frame, read_projection
 from zoedepth_ros.data.dataset_io import (
     DEFAULT_BAG_OPTIONS,
     BagOptions,
     ConvertError,
-    read_depth_png,
-    read_rgb,
     require_files,
 )
 from zoedepth_ros.data.synth import FRAME_ID
-from zoedepth_ros.eval.protocols import KB_CROP_HEIGHT, KB_CROP_WIDTH, get_protocol, kb_crop, kb_crop_projection
+from zoedepth_ros.eval.protocols import get_protocol
 
 EARTH_RADIUS_M = 6378137.0  # the devkit's er
 OXTS_FIELDS = 30
@@ -330,18 +328,7 @@ def convert_kitti_drive(
 
     def frames() -> Iterator[BagFrame]:
         for image_path, gt_path, stamp, pose in zip(images, gts, stamps, poses, strict=True):
-            rgb = read_rgb(image_path)
-            depth = np.full(rgb.shape[:2], np.nan, np.float32) if gt_path is None else read_depth_png(gt_path, GT_SCALE)
-            if depth.shape != rgb.shape[:2]:
-                raise ConvertError(f"{gt_path} is {depth.shape[0]}x{depth.shape[1]}, its image {image_path} "
-                                   f"{rgb.shape[0]}x{rgb.shape[1]}")
-            frame_P = P
-            if kb_crop_frames:
-                if rgb.shape[0] < KB_CROP_HEIGHT or rgb.shape[1] < KB_CROP_WIDTH:
-                    raise ConvertError(f"{image_path} is {rgb.shape[0]}x{rgb.shape[1]}, smaller than the "
-                                       f"{KB_CROP_HEIGHT}x{KB_CROP_WIDTH} KB crop (use --no-kb-crop)")
-                frame_P = kb_crop_projection(P, *rgb.shape[:2])
-                rgb, depth = np.ascontiguousarray(kb_crop(rgb)), np.ascontiguousarray(kb_crop(depth))
+            rgb, depth, frame_P = read_frame(image_path, gt_path, P, kb_crop_frames)
             yield BagFrame(stamp, FRAME_ID, rgb, depth, frame_P[:, :3], frame_P, pose=pose)
 
     metadata = {
