@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import argparse
 
+# What `load_model` takes, in the help of every command that takes a model.
+CHECKPOINT_HELP = "preset name, official .pt, Hugging Face directory or repository id, project .safetensors"
+# ... and with an engine other than torch, an exported file.
+MODEL_HELP = CHECKPOINT_HELP + ", or an export for --engine (docs/engines.md)"
+
 
 def hw_size(text: str) -> tuple[int, int]:
     """`HxW` (e.g. 480x640) as (height, width), both positive."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, device
+from zoedepth_ros.argtypes import MODEL_HELP, add_engine_argument, add_precision_argument, device
 from zoedepth_ros.depth_codec import depth_to_mm16
 from zoedepth_ros.inference.temporal_filter import DEFAULT_TEMPORAL_FILTER, TEMPORAL_FILTERS
 
@@ -24,8 +24,7 @@ def add_parser(subparsers, name: str) -> None:
                     "directory of images (sorted by name) or a video file: for the last two, --output is a "
                     "directory that gets one file per frame, named after the image (or frame_NNNNNN).")
     p.add_argument("input", type=Path, help="image, directory of images, or video (anything OpenCV reads)")
-    p.add_argument("--model", required=True,
-                   help="preset name, official .pt, Hugging Face directory or project .safetensors")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--output", "-o", type=Path, required=True,
                    help="output .npy or .png for an image; a directory for a directory or a video")
     p.add_argument("--format", choices=[s[1:] for s in OUTPUT_FORMATS], default="npy",

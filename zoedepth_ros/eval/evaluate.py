@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoedepth_ros.argtypes import add_engine_argument, add_precision_argument, at_least, device
+from zoedepth_ros.argtypes import MODEL_HELP, add_engine_argument, add_precision_argument, at_least, device
 from zoedepth_ros.data.bag import read_depth_topic, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import BagFrame
 from zoedepth_ros.eval.protocols import PROTOCOLS, Protocol, get_protocol, kb_crop, kb_crop_projection
@@ -117,8 +117,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("bags", nargs="+", type=Path, metavar="BAG",
                    help="evaluation bag, or a directory of bags (aggregated as one mean over all images)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="SRC",
-                        help="preset name, official .pt, Hugging Face directory or project .safetensors")
+    source.add_argument("--model", metavar="SRC", help=MODEL_HELP)
     source.add_argument("--pred-topic", metavar="TOPIC",
                         help="score the depth images on TOPIC (32FC1 metres or 16UC1 mm, or a compressedDepth topic)")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), help="scoring protocol (default: the one each bag records)")

@@ -1,11 +1,12 @@
-"""`zoedepth-ros export`: any model source to one self-contained ONNX file (see export.py)."""
+"""`zoedepth-ros export`: any model source to one self-contained ONNX file (see export.py), or an
+int8 export to an OpenVINO IR (`.xml` + `.bin`, see quantize.py and openvino_ir.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from ..argtypes import at_least, hw_size
+from ..argtypes import CHECKPOINT_HELP, at_least, hw_size
 from ..inference.engine_names import EXPORT_PRECISIONS
 
 DEFAULT_MAX_FRAMES = 300  # quantize.DEFAULT_MAX_FRAMES, without importing torch for --help
@@ -20,8 +21,11 @@ def add_parser(subparsers, name: str) -> None:
                     "mean 0.5 and std 0.5. Outputs: `depth` (BATCH, 1, H, W) metres, `logits` (NK: "
                     "router logits, each sample routed to its own head inside the graph) and with --std "
                     "`std` (BATCH, 1, H, W). The file's metadata holds what a loader needs.")
-    p.add_argument("model", help="preset name, official .pt, Hugging Face directory or id, project .safetensors")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("model", help=CHECKPOINT_HELP)
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the .onnx file to write; with --precision int8 also NAME.xml: an OpenVINO IR (NAME.xml "
+                        "and NAME.bin, engine openvino), quantized through NNCF's OpenVINO backend, which fits "
+                        "the full model in less memory than the .onnx's calibration")
     p.add_argument("--size", type=hw_size, help="network input HxW, multiples of 32 (default: the model's "
                                                 "img_size, 384x512 for N and NK, 384x768 for K)")
     p.add_argument("--batch", type=at_least(1), default=1, help="images per call (default 1)")
@@ -46,9 +50,16 @@ def run(args) -> int:
     from ..errors import ZoeDepthError
     from .checkpoint import load_model
     from .export import export_onnx, read_export_info
+    from .openvino_ir import IR_SUFFIX, ir_bytes
 
-    if args.output.suffix.lower() != ".onnx":
-        raise ZoeDepthError(f"--output must end in .onnx, not {args.output.name}")
+    suffix = args.output.suffix.lower()
+    if suffix not in (".onnx", IR_SUFFIX):
+        raise ZoeDepthError(f"--output must end in .onnx (or {IR_SUFFIX} for an int8 OpenVINO IR), not "
+                            f"{args.output.name}")
+    if suffix == IR_SUFFIX and args.precision != "int8":
+        raise ZoeDepthError(f"--output {args.output.name}: an OpenVINO IR ({IR_SUFFIX}) is written for --precision "
+                            f"int8 only; export {args.precision} to an .onnx (-o "
+                            f"{args.output.with_suffix('.onnx').name}), which engine openvino runs too")
     if (args.precision == "int8") != bool(args.calibration):
         raise ZoeDepthError("--precision int8 needs --calibration BAG [BAG ...] (frames to calibrate on)"
                             if args.precision == "int8" else "--calibration applies to --precision int8")
@@ -70,7 +81,9 @@ def run(args) -> int:
         export_onnx(model, args.output, size=size, batch=args.batch, precision=args.precision,
                     flip_tta=args.flip_tta, with_std=args.std, source=str(args.model))
     info = read_export_info(args.output)  # what a loader will see
-    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s: "
+    size_bytes = ir_bytes(args.output) if suffix == IR_SUFFIX else args.output.stat().st_size
+    wrote = f"{args.output} and its .bin" if suffix == IR_SUFFIX else str(args.output)
+    print(f"wrote {wrote} ({size_bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s: "
           f"heads {', '.join(info.config.head_names)}, input pixels {info.batch}x3x{info.size[0]}x{info.size[1]}, "
           f"outputs {', '.join(info.outputs)}, {info.precision}; run it with --engine "
           f"{'openvino' if info.precision == 'int8' else 'onnxruntime, openvino or tensorrt'}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import CHECKPOINT_HELP
 from .config import PRESETS
 from .fetch import fetch, fetch_repo
 from .hf_hub import DEFAULT_REVISION, cached_commits, hub_cache_dir, parse_repo, resolve_cached
@@ -41,8 +42,7 @@ def add_parser(subparsers, name: str) -> None:
                                             "huggingface_hub's cache for a repository)")
     f.set_defaults(func=_cmd_fetch)
     c = sub.add_parser("convert", help="write the project format (.safetensors) from any loadable source")
-    c.add_argument("source", help="official .pt, Hugging Face directory or cached repository, project file "
-                                  "or preset name")
+    c.add_argument("source", help=CHECKPOINT_HELP)
     c.add_argument("output", type=Path, help="output .safetensors path")
     c.add_argument("--kitti-max-depth", type=float, help="override the KITTI head's maximum depth (metres)")
     c.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",

@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from zoedepth_ros.argtypes import device
+from zoedepth_ros.argtypes import CHECKPOINT_HELP, device
 from zoedepth_ros.model.config import ARCH_NAMES
 from zoedepth_ros.train.config import ConfigError, load_config
 from zoedepth_ros.train.distributed import Distributed
@@ -423,7 +423,7 @@ def add_parser(subparsers, name: str) -> None:
                    help="override a setting, e.g. --set optim.lr=1e-4 --set model.img_size=[384,512] (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in out_dir from its `latest` checkpoint")
     p.add_argument("--out-dir", help="output directory (out_dir)")
-    p.add_argument("--init", help="checkpoint to start from (model.init): preset, official .pt, HF dir, .safetensors")
+    p.add_argument("--init", help=f"checkpoint to start from (model.init): {CHECKPOINT_HELP}")
     p.add_argument("--arch", choices=ARCH_NAMES, help="random initialisation of this architecture (model.arch)")
     p.add_argument("--epochs", type=int, help="schedule.epochs")
     p.add_argument("--batch-size", type=int,
