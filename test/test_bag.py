@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from zoedepth_ros.data.bag import BagWriter, FrameIndex, message_count, read_frames, read_metadata
+from zoedepth_ros.data.bag import FrameIndex, message_count, read_frames, read_metadata
 from zoedepth_ros.data.bag_layout import (
     DEFAULT_TOPICS,
     BagError,
@@ -24,6 +24,7 @@ from zoedepth_ros.data.bag_layout import (
     make_pose_msg,
     typestore,
 )
+from zoedepth_ros.data.bag_writer import BagWriter
 from zoedepth_ros.depth_codec import decode_depth
 from zoedepth_ros.image_codec import decode_image_msg
 

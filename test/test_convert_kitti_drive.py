@@ -318,7 +318,7 @@ def test_drive_bag_scores_temporal_consistency(tmp_path):
 def test_drive_bag_with_wrong_poses_is_inconsistent(tmp_path):
     """The check above has teeth: the same GT with the IMU's poses in place of the camera's (no
     calibration chain) gives a large TAE."""
-    from zoedepth_ros.data.bag import BagWriter
+    from zoedepth_ros.data.bag_writer import BagWriter
 
     truth = make_drive(tmp_path, frames=3, size=(375, 1242), gt_frames=range(3), rendered=True)
     good = list(read_frames_of(tmp_path, "good"))

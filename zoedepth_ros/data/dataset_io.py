@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoedepth_ros.data.bag import BagWriter
 from zoedepth_ros.data.bag_layout import BagFrame
+from zoedepth_ros.data.bag_writer import BagWriter
 from zoedepth_ros.data.synth import FRAME_ID, FRAME_PERIOD_NS, START_STAMP_NS
 from zoedepth_ros.errors import ZoeDepthError
 

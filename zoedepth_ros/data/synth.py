@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from zoedepth_ros.argtypes import hw_size, positive_int
-from zoedepth_ros.data.bag import BagWriter, Storage
 from zoedepth_ros.data.bag_layout import GT_ENCODINGS, BagFrame, GtEncoding, ImageFormat
+from zoedepth_ros.data.bag_writer import BagWriter, Storage
 from zoedepth_ros.data.synth_motion import DEFAULT_CUT_GAP_S, MOTIONS, Motion, cut_index, render_sequence
 from zoedepth_ros.data.synth_scenes import RENDERERS, Kind
 from zoedepth_ros.errors import ZoeDepthError
