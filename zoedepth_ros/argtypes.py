@@ -74,5 +74,5 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
     from zoedepth_ros.inference.engine_names import ENGINES
 
     parser.add_argument("--engine", choices=ENGINES, default="torch",
-                        help="what runs the network (default torch); the others take an exported .onnx as "
-                             "--model, or export the checkpoint once into the export cache")
+                        help="what runs the network (default torch); the others take an exported .onnx (openvino "
+                             "also an int8 .xml) as --model, or export the checkpoint once into the export cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..model.checkpoint import load_model
 from ..model.zoedepth import ZoeDepth
 from .engine_names import ENGINES, PRECISIONS
-from .engines import Engine, EngineError, EngineOptions, is_onnx_file, resolve_device
+from .engines import Engine, EngineError, EngineOptions, check_file_engine, resolve_device
 from .precision import choose_precision
 from .torch_engine import TorchEngine
 
@@ -13,7 +13,8 @@ DEFAULT_OPTIONS = EngineOptions()
 
 
 def make_engine(engine: str, model, options: EngineOptions = DEFAULT_OPTIONS) -> Engine:
-    """The engine `engine` for `model`: a ZoeDepth, any `load_model` source, or an exported `.onnx`.
+    """The engine `engine` for `model`: a ZoeDepth, any `load_model` source, or an exported `.onnx`
+    (or int8 OpenVINO IR `.xml`, engine openvino).
 
     `options.precision` is one of engine_names.PRECISIONS; the engine's `precision` is the one it runs
     (auto resolved, precision.py) and its `precision_reason` says why."""
@@ -21,9 +22,8 @@ def make_engine(engine: str, model, options: EngineOptions = DEFAULT_OPTIONS) ->
         raise EngineError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if options.precision not in PRECISIONS:
         raise EngineError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    check_file_engine(engine, model)
     if engine == "torch":
-        if is_onnx_file(model):
-            raise EngineError(f"{model}: an ONNX file runs with engine onnxruntime, openvino or tensorrt, not torch")
         device = resolve_device(options.device)
         precision, why = choose_precision("torch", options.precision, device.type == "cpu")
         if not isinstance(model, ZoeDepth):

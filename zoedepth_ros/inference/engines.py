@@ -95,14 +95,35 @@ def read_export(path: Path, precision: str):
     return info
 
 
-def is_onnx_file(source) -> bool:
-    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".onnx"
+# What `zoedepth-ros export` writes: an ONNX file, or an int8 export as an OpenVINO IR (.xml + .bin).
+EXPORT_SUFFIXES = (".onnx", ".xml")
+
+
+def is_export_file(source) -> bool:
+    """`source` names an exported file (`.onnx`, or an OpenVINO IR `.xml`) rather than a model."""
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in EXPORT_SUFFIXES
+
+
+def is_openvino_ir(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".xml"
+
+
+def check_file_engine(engine: str, source) -> None:
+    """EngineError when `engine` cannot run the exported file `source`: an OpenVINO IR runs on
+    engine openvino only; an `.onnx` on any engine but torch."""
+    if is_openvino_ir(source) and engine != "openvino":
+        raise EngineError(f"{source} is an OpenVINO IR (an int8 export written as .xml): run it with engine "
+                          f"openvino (precision int8 or auto), not {engine}; for engine {engine} export the "
+                          f"model to an .onnx (zoedepth-ros export MODEL -o NAME.onnx)")
+    if is_export_file(source) and engine == "torch":
+        raise EngineError(f"{source}: an ONNX file runs with engine onnxruntime, openvino or tensorrt, not torch")
 
 
 def load_source(source, kitti_max_depth: float | None = None):
     """What an estimator takes for the command-line source `source`: the path of an exported
-    `.onnx` as it is (its metadata fixes the model), any other source loaded with `load_model`."""
-    if not is_onnx_file(source):
+    `.onnx` or `.xml` as it is (its metadata fixes the model), any other source loaded with
+    `load_model`."""
+    if not is_export_file(source):
         return load_model(source, map_location="cpu", kitti_max_depth=kitti_max_depth)
     if kitti_max_depth is not None:
         raise EngineError(f"{source}: --kitti-max-depth applies when exporting (zoedepth-ros export "

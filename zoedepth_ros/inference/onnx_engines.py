@@ -1,8 +1,9 @@
 """ONNX Runtime and OpenVINO engines: an exported ONNX file run on the host's or an accelerator's
 execution provider.
 
-Given an `.onnx` export, the engine runs that file (its size and batch fixed: smaller batches are
-padded with their last image, larger ones run in chunks). Given a checkpoint or a model, it
+Given an `.onnx` export (or, for OpenVINO, an int8 export written as an OpenVINO IR `.xml`), the
+engine runs that file (its size and batch fixed: smaller batches are padded with their last image,
+larger ones run in chunks). Given a checkpoint or a model, it
 exports once per network size and batch bucket into the export cache and reuses the files.
 
 Execution providers: ONNX Runtime takes TensorRT (when the `tensorrt` package is installed), CUDA,
@@ -24,7 +25,7 @@ from ..model.export import ExportError, ExportInfo, read_export_info, weights_di
 from ..model.zoedepth import ZoeDepth
 from .cpu_features import cpu_features
 from .engine_names import EXPORT_OF
-from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, require
+from .engines import EngineError, EngineOutput, batch_bucket, check_file_engine, is_export_file, require
 from .export_cache import ExportCache
 from .precision import choose_precision
 
@@ -49,11 +50,12 @@ class OnnxEngine:
     def __init__(self, engine: str, model, device: str = "auto", precision: str = "fp32",
                  cache_dir: Path | None = None):
         self.name = engine
+        check_file_engine(engine, model)
         self.runtime = require(engine)
         self.device = torch.device("cpu")  # inputs and outputs pass through host memory
         self._target = self._choose_target(str(device))
         self._sessions: dict[tuple[tuple[int, int], int], tuple[object, ExportInfo, Path]] = {}
-        self.file: Path | None = Path(model) if is_onnx_file(model) else None
+        self.file: Path | None = Path(model) if is_export_file(model) else None
         info = read_export_info(self.file) if self.file is not None else None
         on_cpu = self._target in ("CPU", ["CPUExecutionProvider"])
         self.precision, self.precision_reason = choose_precision(engine, precision, on_cpu,

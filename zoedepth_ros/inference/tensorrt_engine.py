@@ -21,7 +21,16 @@ import torch
 from ..model.checkpoint import load_model
 from ..model.export import read_export_info, weights_digest
 from ..model.zoedepth import ZoeDepth
-from .engines import EngineError, EngineOutput, batch_bucket, is_onnx_file, read_export, require, resolve_device
+from .engines import (
+    EngineError,
+    EngineOutput,
+    batch_bucket,
+    check_file_engine,
+    is_export_file,
+    read_export,
+    require,
+    resolve_device,
+)
 from .export_cache import ExportCache
 from .precision import choose_precision
 
@@ -35,6 +44,7 @@ class TensorRtEngine:
     flip_in_graph = False
 
     def __init__(self, model, device: str = "auto", precision: str = "fp32", cache_dir: Path | None = None):
+        check_file_engine("tensorrt", model)
         if not torch.cuda.is_available():
             raise EngineError("engine tensorrt needs an NVIDIA GPU with CUDA, and none is available here: "
                               "use engine onnxruntime or openvino on this machine")
@@ -42,14 +52,14 @@ class TensorRtEngine:
         if self.device.type != "cuda":
             raise EngineError(f"engine tensorrt runs on CUDA devices, not {device!r}")
         self.trt = require("tensorrt")
-        file_precision = read_export_info(model).precision if is_onnx_file(model) else None
+        file_precision = read_export_info(model).precision if is_export_file(model) else None
         self.precision, self.precision_reason = choose_precision("tensorrt", precision, False, file_precision)
         precision = self.precision
         self._logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._cache = ExportCache(cache_dir)
         self._engines: dict[tuple[tuple[int, int], int], tuple[object, object, object]] = {}
         self.file: Path | None = None
-        if is_onnx_file(model):
+        if is_export_file(model):
             self.file = Path(model)
             info = read_export(self.file, precision)
             self.config, self.flip_in_graph, self._digest = info.config, info.flip_tta, info.weights_sha256

@@ -16,6 +16,8 @@ fp16 files store the encoder and decoder in float16 and keep the bins head in fl
 PyTorch path does (the log-binomial divides by temperatures down to 0.02).
 
 Everything a loader needs is in the file's metadata (`ExportInfo`); nothing else travels with it.
+An int8 export may also be an OpenVINO IR (`.xml` and its `.bin`, openvino_ir.py), with the same
+metadata in its rt_info: `read_export_info` reads both.
 The export is deterministic: the same weights and options give the same bytes.
 """
 
@@ -91,8 +93,9 @@ class ExportInfo:
     def from_metadata(cls, meta: dict[str, str], path: Path) -> ExportInfo:
         if meta.get(_KEY + "format") != FORMAT:
             found = meta.get(_KEY + "format")
+            kind = "OpenVINO IR" if path.suffix.lower() == ".xml" else "ONNX"
             raise ExportError(
-                f"{path}: not a zoedepth-ros ONNX export (metadata {_KEY}format is {found!r}, expected {FORMAT!r}): "
+                f"{path}: not a zoedepth-ros {kind} export (metadata {_KEY}format is {found!r}, expected {FORMAT!r}): "
                 f"export it with `zoedepth-ros export MODEL -o {path.name}`")
         try:
             config = ZoeDepthConfig.from_dict(json.loads(meta[_KEY + "config"]))
@@ -216,11 +219,14 @@ def _strip_trace_metadata(model) -> dict[str, str]:
 
 
 def read_export_info(path: str | os.PathLike) -> ExportInfo:
-    """The metadata of an exported file, checked; ExportError naming the file when it is not one."""
+    """The metadata of an exported file (an `.onnx`, or an OpenVINO IR `.xml` with its `.bin`),
+    checked; ExportError naming the file when it is not one."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        return _read_ir_info(path)
     import onnx  # optional dependency: only exported models need it
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such ONNX file")
     try:
@@ -230,8 +236,30 @@ def read_export_info(path: str | os.PathLike) -> ExportInfo:
     if not proto.graph.node:
         raise ExportError(f"{path}: not a readable ONNX file (truncated or corrupt?): the graph is empty")
     info = ExportInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, path)
-    names = [o.name for o in proto.graph.output]
-    if tuple(names) != info.outputs or [i.name for i in proto.graph.input] != ["pixels"]:
-        raise ExportError(f"{path}: its graph (inputs {[i.name for i in proto.graph.input]}, outputs {names}) "
+    return _check_graph(path, info, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+
+
+def _read_ir_info(path: Path) -> ExportInfo:
+    """`read_export_info` of an OpenVINO IR (an int8 export written as `.xml`; openvino_ir.py)."""
+    from .openvino_ir import read_ir, weights_path
+
+    for part in (path, weights_path(path)):
+        if not part.is_file():
+            raise ExportError(f"{path}: no such OpenVINO IR file ({part} is missing; an IR is an .xml and "
+                              f"its .bin, side by side)")
+    try:
+        metadata, inputs, outputs = read_ir(path)
+    except ImportError as exc:
+        raise ExportError(f"{path}: reading an OpenVINO IR needs the Python package openvino: pip install "
+                          f"openvino ({exc})") from None
+    except Exception as exc:  # OpenVINO's own exception types for unreadable models
+        raise ExportError(f"{path}: not a readable OpenVINO IR (truncated or corrupt .xml or .bin?): "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    return _check_graph(path, ExportInfo.from_metadata(metadata, path), inputs, outputs)
+
+
+def _check_graph(path: Path, info: ExportInfo, inputs: list[str], outputs: list[str]) -> ExportInfo:
+    if tuple(outputs) != info.outputs or inputs != ["pixels"]:
+        raise ExportError(f"{path}: its graph (inputs {inputs}, outputs {outputs}) "
                           f"does not match its metadata (pixels -> {list(info.outputs)}): re-export the model")
     return info

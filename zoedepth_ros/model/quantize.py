@@ -11,7 +11,10 @@ the quantized layers in int8 (VNNI / AMX where the CPU has them).
 
 The file is an ONNX file like any other export, with precision `int8` and the calibration's
 provenance (`zoedepth_ros.calibration`: the bags, frames used, NNCF version, date) in its metadata;
-run it with `engine: openvino` (precision int8 or auto).
+run it with `engine: openvino` (precision int8 or auto). Asked for a `.xml`, the same scheme goes
+through NNCF's OpenVINO backend instead and writes an OpenVINO IR (`.xml` + `.bin`, openvino_ir.py)
+with the same metadata in its rt_info: at full size the ONNX backend's calibration in ONNX Runtime
+does not fit in 24 GB, the OpenVINO backend's does (docs/engines.md, "int8").
 
 Calibration frames go through the network input the estimator gives them (RGB in [0, 1],
 bilinear resize to the file's size, mean/std 0.5): at most `max_frames` frames, spread evenly over
@@ -35,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .export import ExportError, ExportInfo, export_onnx, read_export_info
+from .openvino_ir import IR_SUFFIX, save_ir
 from .zoedepth import ZoeDepth
 
 DEFAULT_MAX_FRAMES = 300
@@ -108,61 +112,110 @@ def _lean_onnxruntime():
         engine.rt = original
 
 
-def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.ndarray],
-                  size: tuple[int, int] | None = None, batch: int = 1, flip_tta: bool = False,
-                  with_std: bool = True, source: str = "", provenance: dict | None = None,
-                  fp32_scopes: Sequence[str] = FP32_SCOPES, preset: str = "performance",
-                  smooth_quant: bool = True) -> ExportInfo:
-    """Write `model` as an int8 ONNX file at `path`, calibrated on `frames` ((H, W, 3) uint8 RGB).
-    The modules under `fp32_scopes` (ExportGraph module paths) are not quantized."""
+def calibration_items(frames: Sequence[np.ndarray], size: tuple[int, int], batch: int = 1) -> list[np.ndarray]:
+    """The network inputs NNCF calibrates on: `frames` as (batch, 3, H, W) arrays, each batch filled
+    with the frames that follow (wrapping around)."""
+    inputs = [network_input(rgb, size) for rgb in frames]
+    return [np.concatenate([inputs[(i + k) % len(inputs)] for k in range(batch)])
+            for i in range(0, len(inputs), batch)]
+
+
+def _nncf():
     try:
         import nncf
-        import onnx
     except ImportError as exc:
         raise ExportError(f"int8 export needs the Python package nncf: pip install nncf ({exc})") from None
-    if not frames:
-        raise ExportError("int8 needs at least one calibration frame")
     logging.getLogger("nncf").setLevel(logging.WARNING)  # not a line per layer it leaves alone
-    size = tuple(size or model.config.img_size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scopes: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as workdir:
-        fp32 = Path(workdir) / "fp32.onnx"
-        info = export_onnx(model, fp32, size=size, batch=batch, flip_tta=flip_tta, with_std=with_std,
-                           source=source, node_scopes=scopes)
-        proto = onnx.load(str(fp32))
-    inputs = [network_input(rgb, size) for rgb in frames]
-    items = [np.concatenate([inputs[(i + k) % len(inputs)] for k in range(batch)])
-             for i in range(0, len(inputs), batch)]
-    nodes = {node.name for node in proto.graph.node}
-    kept = sorted(name for name, scope in scopes.items() if name in nodes
-                  and any(scope == s or scope.startswith(s + ".") for s in fp32_scopes))
-    ignored = nncf.IgnoredScope(names=kept, validate=False) if kept else None
-    options = {"ignored_scope": ignored} if ignored is not None else {}
+    return nncf
+
+
+def _kept(names, node_scopes: dict[str, str], fp32_scopes: Sequence[str]) -> list[str]:
+    """The names among `names` whose module (`node_scopes`) is under one of `fp32_scopes`."""
+    return sorted(name for name in names
+                  if any(node_scopes.get(name) == s or node_scopes.get(name, "").startswith(s + ".")
+                         for s in fp32_scopes))
+
+
+def _quantize(nncf, model, items: list[np.ndarray], kept: list[str], preset: str, smooth_quant: bool):
+    """nncf.quantize with the export's scheme; `model` an onnx.ModelProto or an openvino.Model."""
+    options = {"ignored_scope": nncf.IgnoredScope(names=kept, validate=False)} if kept else {}
     if not smooth_quant:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
         options["advanced_parameters"] = AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
-    with _lean_onnxruntime():
-        quantized = nncf.quantize(proto, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
-                                  model_type=nncf.ModelType.TRANSFORMER,
-                                  preset=nncf.QuantizationPreset(preset), **options)
-    del proto
+    return nncf.quantize(model, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
+                         model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset(preset), **options)
+
+
+def _int8_info(info: ExportInfo, nncf, backend: str, provenance: dict | None, items: list, kept: list[str],
+               fp32_scopes: Sequence[str]) -> ExportInfo:
+    """The fp32 export's `info` as the int8 file's: precision int8 and the calibration's provenance."""
     calibration = {**(provenance or {}), "calibration_items": len(items), "nncf": nncf.__version__,
-                   "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "fp32_scope": ", ".join(fp32_scopes) if ignored is not None else "",
+                   "nncf_backend": backend, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                   "fp32_scope": ", ".join(fp32_scopes) if kept else "",
                    "scheme": "NNCF post-training quantization, ModelType.TRANSFORMER, int8 weights and activations"}
-    info = ExportInfo(info.config, info.size, info.batch, "int8", info.flip_tta, info.with_std,
+    return ExportInfo(info.config, info.size, info.batch, "int8", info.flip_tta, info.with_std,
                       info.weights_sha256, info.source, json.dumps(calibration, sort_keys=True))
+
+
+def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.ndarray],
+                  size: tuple[int, int] | None = None, batch: int = 1, flip_tta: bool = False,
+                  with_std: bool = True, source: str = "", provenance: dict | None = None,
+                  fp32_scopes: Sequence[str] = FP32_SCOPES, preset: str = "performance",
+                  smooth_quant: bool = True) -> ExportInfo:
+    """Write `model` as an int8 export at `path`, calibrated on `frames` ((H, W, 3) uint8 RGB). The
+    modules under `fp32_scopes` (ExportGraph module paths) are not quantized.
+
+    A `.xml` path is an OpenVINO IR (and its `.bin`) quantized through NNCF's OpenVINO backend: what
+    fits in 24 GB at full size. Any other is an ONNX file quantized through NNCF's ONNX backend
+    (calibration in ONNX Runtime: more memory than that for the full model)."""
+    nncf = _nncf()
+    if not frames:
+        raise ExportError("int8 needs at least one calibration frame")
+    size = tuple(size or model.config.img_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    items = calibration_items(frames, size, batch)
+    scopes: dict[str, str] = {}
+    ir = path.suffix.lower() == IR_SUFFIX
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as workdir:
+        fp32 = Path(workdir) / "fp32.onnx"
+        info = export_onnx(model, fp32, size=size, batch=batch, flip_tta=flip_tta, with_std=with_std,
+                           source=source, node_scopes=scopes)
+        if ir:
+            import openvino
+
+            graph = openvino.Core().read_model(str(fp32))
+            kept = _kept((op.get_friendly_name() for op in graph.get_ops()), scopes, fp32_scopes)
+        else:
+            import onnx
+
+            graph = onnx.load(str(fp32))
+            kept = _kept((node.name for node in graph.graph.node), scopes, fp32_scopes)
+    info = _int8_info(info, nncf, "openvino" if ir else "onnx", provenance, items, kept, fp32_scopes)
+    if ir:
+        quantized = _quantize(nncf, graph, items, kept, preset, smooth_quant)
+        del graph
+        save_ir(quantized, path, info.metadata())
+        return read_export_info(path)
+    with _lean_onnxruntime():
+        quantized = _quantize(nncf, graph, items, kept, preset, smooth_quant)
+    del graph
     del quantized.metadata_props[:]
     for key, value in info.metadata().items():
         quantized.metadata_props.add(key=key, value=value)
+    _save_onnx(quantized, path)
+    return read_export_info(path)
+
+
+def _save_onnx(proto, path: Path) -> None:
+    import onnx
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        onnx.save(quantized, tmp)
+        onnx.save(proto, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -170,24 +223,18 @@ def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return read_export_info(path)
 
 
 def quantize_openvino(onnx_path: str | os.PathLike, node_scopes: dict[str, str], frames: Sequence[np.ndarray],
-                      size: tuple[int, int], fp32_scopes: Sequence[str] = FP32_SCOPES):
-    """The fp32 export at `onnx_path` quantized in memory by the same scheme as `quantize_int8`, through
-    NNCF's OpenVINO backend (an `openvino.Model`, not a file): what the benchmark times at full size,
-    where the ONNX backend's calibration in ONNX Runtime does not fit in 24 GB. `node_scopes`: what
-    `export_onnx(node_scopes=...)` filled in (OpenVINO names its operations after their ONNX outputs)."""
-    import nncf
+                      size: tuple[int, int], fp32_scopes: Sequence[str] = FP32_SCOPES, batch: int = 1,
+                      preset: str = "performance", smooth_quant: bool = True):
+    """The fp32 export at `onnx_path` quantized in memory by the scheme of `quantize_int8`, through
+    NNCF's OpenVINO backend (an `openvino.Model`, not a file): what the benchmark times at full size.
+    `node_scopes`: what `export_onnx(node_scopes=...)` filled in (OpenVINO names its operations after
+    their ONNX outputs)."""
     import openvino
 
-    logging.getLogger("nncf").setLevel(logging.WARNING)
+    nncf = _nncf()
     model = openvino.Core().read_model(str(onnx_path))
-    kept = [op.get_friendly_name() for op in model.get_ops()
-            if any(node_scopes.get(op.get_friendly_name(), "") == s
-                   or node_scopes.get(op.get_friendly_name(), "").startswith(s + ".") for s in fp32_scopes)]
-    items = [network_input(rgb, size) for rgb in frames]
-    return nncf.quantize(model, nncf.Dataset(items, lambda x: {"pixels": x}), subset_size=len(items),
-                         model_type=nncf.ModelType.TRANSFORMER,
-                         ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
+    kept = _kept((op.get_friendly_name() for op in model.get_ops()), node_scopes, fp32_scopes)
+    return _quantize(nncf, model, calibration_items(frames, size, batch), kept, preset, smooth_quant)

@@ -30,12 +30,13 @@ PARAMETERS: dict[str, _Param] = {
         "ZoeD_M12_NK",
         "Model: a preset (ZoeD_M12_NK, ZoeD_M12_N, ZoeD_M12_K) from the local weights cache, or the "
         "path of an official .pt, a Hugging Face directory, a project .safetensors checkpoint, or an ONNX "
-        "file from `zoedepth-ros export` (engines other than torch).",
+        "file from `zoedepth-ros export` (engines other than torch; an int8 OpenVINO IR .xml: engine openvino).",
         applies_on="configure",
     ),
     "engine": _Param("torch", "What runs the network: torch (PyTorch), onnxruntime, openvino or tensorrt (NVIDIA "
                               "GPU). With a checkpoint, the other engines export it to ONNX once per network size "
-                              "into the export cache; `model` may also be an exported .onnx file.",
+                              "into the export cache; `model` may also be an exported .onnx file (or, for "
+                              "openvino, an int8 .xml).",
                      choices=ENGINES, applies_on="configure"),
     "device": _Param("auto", "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
                      applies_on="configure"),
