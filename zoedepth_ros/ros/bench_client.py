@@ -91,12 +91,28 @@ class _NodeDriver:
         for status in msg.status:
             reported = diagnostics_keys.parse_status(diagnostics_keys.status_values(status))
             if status.name.startswith(self.client.get_namespace()) and reported.forward is not None:
-                with self.lock:
+                with self.arrived:
                     self.node_status = reported
+                    self.arrived.notify_all()
 
     def subscribe_points(self) -> None:
         self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
-        time.sleep(1.0)  # let the node see the listener: it builds clouds only for listeners
+        # The node builds clouds only for listeners: frames until it has seen this one (10 s at most).
+        self.until_output("points", 10.0)
+
+    def until_output(self, kind: str, timeout: float) -> bool:
+        """Send frames one at a time (each after the last one's depth) until one comes back with its
+        `kind` output too, which the node publishes once it has discovered this side's subscriber
+        (matching here says nothing of the node's side); False if none did within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            stamp = self.send()
+            if not self.wait_for(lambda stamp=stamp: stamp in self.arrivals["depth"], remaining):
+                return False
+            # The node publishes a frame's outputs together: `kind` follows its depth at once, or not.
+            if self.wait_for(lambda stamp=stamp: stamp in self.arrivals[kind], min(0.5, remaining)):
+                return True
+        return False
 
     def toggle_compressed_depth(self, on: bool) -> None:
         """Subscribe depth/image/compressedDepth (serialized, arrivals kept), or unsubscribe; return
@@ -158,7 +174,9 @@ class _NodeDriver:
             sent.append(self.send())
             time.sleep(rate_s)
         elapsed = time.monotonic() - started
-        time.sleep(2.0)
+        # The frames in flight (2 s at most): the node handles them in order, so once the last
+        # one is here no earlier one is still coming.
+        self.wait_for(lambda: sent[-1] in self.arrivals["depth"], 2.0)
         with self.lock:
             sent_set = set(sent)
             got = {s: t for s, t in self.arrivals["depth"].items() if s in sent_set}
@@ -251,7 +269,12 @@ def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, 
         return out
 
     def with_node_timing(result):
-        time.sleep(1.2)  # one more /diagnostics period
+        # The node's status once it covers every frame received here (it counts a frame out after
+        # publishing it, and reports each second): 3 s at most, then its last status.
+        with driver.lock:
+            received = len(driver.arrivals["depth"])
+        driver.wait_for(lambda: driver.node_status is not None and (driver.node_status.frames_out or 0) >= received,
+                        3.0)
         with driver.lock:
             node_status = driver.node_status
         return with_node_latency(result, node_status, forward)

@@ -56,6 +56,7 @@ class _CameraDriver:
         self.arrived = threading.Condition(self.lock)
         self.arrivals: dict[str, dict[int, float]] = {c: {} for c in cameras}
         self.diagnostics: dict[str, dict[str, str]] = {}
+        self.reported_at: dict[str, float] = {}  # status name -> when its last values came (monotonic)
         for c, p in cameras.items():
             # Raw: the clock stops when the serialized depth is here (as for a C++ consumer), not
             # after rclpy has built Python objects of every pixel.
@@ -71,9 +72,23 @@ class _CameraDriver:
         return callback
 
     def _on_diagnostics(self, msg) -> None:
-        with self.lock:
+        with self.arrived:
             for status in msg.status:
                 self.diagnostics[status.name] = status_values(status)
+                self.reported_at[status.name] = time.monotonic()
+            self.arrived.notify_all()
+
+    def _wait(self, predicate, timeout_s: float) -> bool:
+        """Sleep until an output or a report makes `predicate` true (checked under the lock), or
+        `timeout_s`; True if it did. No polling: the nodes share the CPUs."""
+        deadline = time.monotonic() + timeout_s
+        with self.arrived:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.arrived.wait(min(remaining, 0.5))
+        return True
 
     def _check_nodes(self) -> None:
         for proc, log in self.nodes:
@@ -128,9 +143,13 @@ class _CameraDriver:
         self._publish_until(period_s, lambda: False, duration_s, sent)
         ended = time.time()
         # Let frames in flight finish (up to ~2 forwards) so their ages count; FPS counts only
-        # the outputs that arrived within the window.
-        time.sleep(min(max(2.0, 2 * warm_latency_s), 60.0))
-        time.sleep(1.1)  # one more /diagnostics period
+        # the outputs that arrived within the window. Each camera's frames are handled in order:
+        # once its last one is here, no earlier one is still coming.
+        self._wait(lambda: all(s[-1] in self.arrivals[c] for c, s in sent.items() if s),
+                   min(max(2.0, 2 * warm_latency_s), 60.0))
+        # Then one more /diagnostics report of every status (each comes once a second; 1.1 s at most).
+        after = time.monotonic()
+        self._wait(lambda: all(t > after for t in self.reported_at.values()), 1.1)
         with self.lock:
             arrivals = {c: dict(a) for c, a in self.arrivals.items()}
             diagnostics = dict(self.diagnostics)
