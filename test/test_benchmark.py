@@ -85,6 +85,10 @@ def test_forward_and_estimator_report(tmp_path, capsys):
 
 def test_engines_are_timed_against_ours_and_the_port(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOEDEPTH_ROS_ENGINES", str(tmp_path / "cache"))
+    # The export without the ONNX optimizer pass (half its time): the rows, ratios and parity
+    # report are under test here; test_engines checks the optimized file of every kind.
+    export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: export(*args, **{**kwargs, "optimize": False}))
     out = tmp_path / "bench.json"
     # tiny-N: one export is enough here; test_engines checks every NK route.
     assert main(["benchmark", "--arch", "tiny-N", "--parts", "forward,parity", "--precision", "fp32",
