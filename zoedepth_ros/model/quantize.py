@@ -179,13 +179,17 @@ def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.
     items = calibration_items(frames, size, batch)
     scopes: dict[str, str] = {}
     ir = path.suffix.lower() == IR_SUFFIX
+    if ir:
+        try:
+            import openvino
+        except ImportError as exc:
+            raise ExportError(f"{path}: an OpenVINO IR export needs the Python package openvino: pip install "
+                              f"openvino ({exc})") from None
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as workdir:
         fp32 = Path(workdir) / "fp32.onnx"
         info = export_onnx(model, fp32, size=size, batch=batch, flip_tta=flip_tta, with_std=with_std,
                            source=source, node_scopes=scopes)
         if ir:
-            import openvino
-
             graph = openvino.Core().read_model(str(fp32))
             kept = _kept((op.get_friendly_name() for op in graph.get_ops()), scopes, fp32_scopes)
         else:
