@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,10 +376,25 @@ def test_runs_from_the_params_file_through_the_cli(ros):
             assert wait_until(future.done, timeout=10.0)
             values = future.result().values
             assert (values[0].double_value, values[1].bool_value, values[2].string_value) == (80.0, True, "raw")
+            segments = dds_segments(node_proc.pid)
+            assert segments  # Fast DDS's shared-memory transport: what a killed process leaves behind
     finally:
-        output = stop_process(node_proc, sig=signal.SIGINT)
+        # SIGTERM, as systemd, docker stop or a launch's escalation send it: a shutdown like Ctrl-C's.
+        output = stop_process(node_proc, sig=signal.SIGTERM)
     assert node_proc.returncode == 0, output
     assert "Traceback" not in output, output
+    assert not [s for s in segments if s.exists()], segments
+
+
+def dds_segments(pid: int) -> set[Path]:
+    """The Fast DDS shared-memory segment(s) of process `pid`'s participants: those whose `_el` file
+    the process holds a lock on (how Fast DDS tells a live segment from a zombie), with that file.
+    The port segments, shared by every participant, are left out."""
+    inodes = {line.split()[5].rsplit(":", 1)[-1] for line in Path("/proc/locks").read_text().splitlines()
+              if line.split()[4] == str(pid)}
+    owned = {path for path in Path("/dev/shm").glob("fastrtps_*_el")
+             if "fastrtps_port" not in path.name and str(path.stat().st_ino) in inodes}
+    return owned | {path.with_name(path.name.removesuffix("_el")) for path in owned}
 
 
 def test_cli_passes_ros_arguments_through():

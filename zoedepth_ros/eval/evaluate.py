@@ -8,7 +8,6 @@ summary.json, per_frame.csv and the report.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from zoedepth_ros.eval.recipe import ESTIMATOR_OPTIONS, predict_in_batches
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation, EvaluationError, score_predictions
 from zoedepth_ros.inference.temporal_filter import TEMPORAL_FILTERS, TemporalFilter, make_temporal_filter
+from zoedepth_ros.interrupts import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from zoedepth_ros.inference import DepthEstimator
@@ -144,8 +144,20 @@ def _bag_names(bags: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(bag) for bag in bags]
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _score_bag(args: argparse.Namespace, estimator: DepthEstimator | None, bag: Path,
+               evaluation: BagEvaluation) -> None:
+    """Score `bag` into `evaluation`: the estimator's predictions, or those recorded on --pred-topic."""
+    if estimator is not None:
+        evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress, args.temporal_filter)
+        return
+    frames = read_frames(bag)
+    # An undecodable prediction (a corrupt compressedDepth PNG or RVL...) is counted with its reason
+    # among the bag's unpaired messages, and its frame as without prediction.
+    predictions = read_depth_topic(bag, args.pred_topic, rejected=evaluation.unpaired_messages)
+    if args.temporal_filter != "none":
+        predictions = filter_recorded(predictions, bag, make_temporal_filter(args.temporal_filter))
+    score_predictions(predictions, _progress(frames, evaluation.name, args.progress), evaluation)
+    evaluation.unpaired_messages.update(frames.unpaired)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,33 +186,21 @@ def run(args: argparse.Namespace) -> int:
         if args.precision == "auto":
             print(f"precision {estimator.precision} ({estimator.precision_reason})", file=sys.stderr)
     else:
+        estimator = None
         source = {"pred_topic": args.pred_topic}
     source["temporal_filter"] = args.temporal_filter
 
     evaluations: list[BagEvaluation] = []
     complete = True
     # A ROS launch or a batch system stops jobs with SIGTERM: score what is done, as for Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        for bag, name, protocol in zip(bags, _bag_names(bags), protocols, strict=True):
-            evaluation = BagEvaluation(name, protocol, worst=args.worst, path=bag, metadata=read_metadata(bag))
-            evaluations.append(evaluation)
-            if args.model:
-                evaluate_with_estimator(estimator, bag, evaluation, args.batch_size, args.progress,
-                                        args.temporal_filter)
-            else:
-                frames = read_frames(bag)
-                # An undecodable prediction (a corrupt compressedDepth PNG or RVL...) is counted with its
-                # reason among the bag's unpaired messages, and its frame as without prediction.
-                predictions = read_depth_topic(bag, args.pred_topic, rejected=evaluation.unpaired_messages)
-                if args.temporal_filter != "none":
-                    predictions = filter_recorded(predictions, bag, make_temporal_filter(args.temporal_filter))
-                score_predictions(predictions, _progress(frames, name, args.progress), evaluation)
-                evaluation.unpaired_messages.update(frames.unpaired)
+        with sigterm_as_interrupt():
+            for bag, name, protocol in zip(bags, _bag_names(bags), protocols, strict=True):
+                evaluation = BagEvaluation(name, protocol, worst=args.worst, path=bag, metadata=read_metadata(bag))
+                evaluations.append(evaluation)
+                _score_bag(args, estimator, bag, evaluation)
     except KeyboardInterrupt:
         complete = False
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
     summary = write_results(args.out, evaluations, source, complete=complete, worst=args.worst)
     print_summary(summary, len(evaluations), args.out)

@@ -49,6 +49,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from zoedepth_ros import diagnostics_keys
 from zoedepth_ros.image_codec import ImageDecodeError
+from zoedepth_ros.interrupts import sigterm_as_interrupt
 from zoedepth_ros.ros.camera import Camera
 from zoedepth_ros.ros.diagnostics import BatchStats, ThrottledLog, depth_status, model_values
 from zoedepth_ros.ros.inputs import AdmittedFrame, FrameSlots
@@ -354,7 +355,7 @@ class DepthNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C; `args` is a full argv (program name first), sys.argv when None."""
+    """Run the node until Ctrl-C or SIGTERM; `args` is a full argv (program name first), sys.argv when None."""
     # Ctrl-C as a KeyboardInterrupt rather than rclpy's handler, which would invalidate the
     # context before the shutdown transition could release the model.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -365,8 +366,11 @@ def main(args: list[str] | None = None) -> int:
     keep_freed_buffers()
     node = DepthNode()
     try:
-        node.autostart()
-        rclpy.spin(node)
+        # SIGTERM (systemd, docker stop, a launch's escalation) as Ctrl-C: the shutdown transition
+        # runs and the node leaves the DDS graph at once, its shared-memory segment removed.
+        with sigterm_as_interrupt():
+            node.autostart()
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -24,7 +24,6 @@ import argparse
 import collections
 import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from zoedepth_ros.eval.protocols import PROTOCOLS
 from zoedepth_ros.eval.replay_pairing import RATE_MODES, Pairing, ReplaySettings, due_s, published_view
 from zoedepth_ros.eval.results import write_results
 from zoedepth_ros.eval.scoring import DEFAULT_WORST, BagEvaluation
+from zoedepth_ros.interrupts import sigterm_as_interrupt
 from zoedepth_ros.ros.messages import image_msg
 
 NODE_NAME = "zoedepth_replay"
@@ -253,7 +253,7 @@ def run_replay(args: argparse.Namespace, ros_argv: list[str]) -> int:
         image_topic, depth_topic = node.image_pub.topic_name, node.depth_sub.topic_name
         # Ctrl-C arrives as a KeyboardInterrupt (no rclpy handler), and so does SIGTERM (a launch
         # shutdown): an interrupted replay still writes what it scored.
-        cleanup.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, signal.default_int_handler))
+        cleanup.enter_context(sigterm_as_interrupt())
         try:
             node.get_logger().info(f"waiting for the depth node ({image_topic} -> {depth_topic})")
             wait_for_depth_node(node, executor, settings.wait_s)
