@@ -24,7 +24,7 @@ from zoedepth_ros.ros.processes import DDS_PROFILE_VARIABLE, shipped_dds_profile
 
 from ros_helpers import REPO, CameraProcess, wait_until
 
-FRAMES, RATE_HZ = 100, 5.0
+FRAMES, RATE_HZ = 100, 10.0
 WIDTH, HEIGHT = 640, 480
 
 
