@@ -149,27 +149,31 @@ def test_every_engine_and_precision_this_cpu_runs_is_timed_with_its_agreement(tm
     assert results["compile_s"]["openvino int8 quantization (NNCF, 4 frames) and load"] > 0
 
 
-def test_node_part_over_dds_with_the_shipped_profile(tmp_path):
-    """The node part end to end in a fresh process (Fast DDS reads the profile at its first
-    participant): latencies, the node's own forward time and the overhead derived from them."""
-    import subprocess
-    import sys
+def test_node_part_command_line_reaches_bench_node(tmp_path, monkeypatch, capsys):
+    """`benchmark --parts node` hands its options and the shipped DDS profile to bench_node, and
+    what it returns goes to --out and the printed report. The node part itself runs end to end over
+    DDS in test_gpu_check's dry run (frames, losses, latency order, overhead, the profile accepted)."""
+    from zoedepth_ros import benchmark
+    from zoedepth_ros.ros.processes import shipped_dds_profile
 
+    calls = []
+    measured = {key: {"frames": 5, "lost": 0, "p50_ms": 12.5, "p95_ms": 13.0, "p99_ms": 14.0, "overhead_p50_ms": 9.5,
+                      "forward_p50_ms": 3.0, "node_inference_p50_ms": 4.0, "transport_p50_ms": 8.5}
+                for key in ("depth", "depth+cloud")}
+    measured.update(forward={"median_ms": 3.25}, open_loop={"sent_hz": 50.0, "output_hz": 17.5, "received": 35,
+                                                           "age_p50_ms": 21.0, "age_p99_ms": 40.0})
+    monkeypatch.setattr(benchmark, "bench_node", lambda *args, **kwargs: calls.append((args, kwargs)) or measured)
     out = tmp_path / "node.json"
-    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "node",
-                           "--frame", "120x160", "--node-frames", "5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "XMLPARSER" not in proc.stdout + proc.stderr  # Fast DDS accepted the profile
-    node = json.loads(out.read_text())["node"]
-    assert node["dds_profile"].endswith("config/fastdds_large_images.xml")
-    for key in ("depth", "depth+cloud"):
-        r = node[key]
-        assert r["frames"] == 5 and r["lost"] == 0
-        # The node's p50s cover its whole window (warm-up frames too), so only the order within it holds.
-        assert 0 < r["forward_p50_ms"] <= r["node_inference_p50_ms"] and 0 < r["p50_ms"] <= r["p99_ms"]
-        assert abs(r["overhead_p50_ms"] - (r["p50_ms"] - r["forward_p50_ms"])) < 1e-9
-    assert node["open_loop"]["received"] > 0
+    assert main(["benchmark", "--parts", "node", "--frame", "120x160", "--node-frames", "5", "--node-rate", "50",
+                 "--out", str(out)]) == 0
+    profile = str(shipped_dds_profile())
+    assert profile.endswith("config/fastdds_large_images.xml")
+    assert calls == [(("tiny-NK", (96, 128), (120, 160), 5), {"warmup": 5, "rate_s": 1 / 50, "profile": profile,
+                                                              "compressed_depth": None})]
+    assert json.loads(out.read_text())["node"] == {**measured, "dds_profile": profile}
+    printed = capsys.readouterr().out
+    assert f"model forward here 3.2 ms; DDS profile: {profile}" in printed
+    assert "p50    12.5 ms" in printed and "(5 frames, 0 lost)" in printed and "output 17.5 Hz" in printed
 
 
 def test_dds_profile_must_exist(tmp_path, capsys):
@@ -186,40 +190,31 @@ def test_rounds_alternate_the_order():
     assert {name: len(samples) for name, samples in times.items()} == {"a": 3, "b": 3}  # warm-up untimed
 
 
-def test_multicam_part_one_node_against_several(tmp_path):
-    """The multi-camera part end to end in a fresh process (tiny model, N = 1, 2): a row per N and
-    setup, outputs on every camera, the processes' memory, and ratios against one single-camera node."""
-    import subprocess
-    import sys
-
+def test_multicam_part_command_line_reaches_bench_multicam(tmp_path, monkeypatch, capsys):
+    """`benchmark --parts multicam` hands its options (camera counts, model size, rate, seconds,
+    max_batch, the shipped DDS profile) to bench_multicam, and the rows it returns go to --out and
+    the printed tables. The multi-camera part itself runs over DDS in test_gpu_check's dry run."""
+    from zoedepth_ros import benchmark
     from zoedepth_ros.bench.multicam import SETUP_MULTI, SETUP_NODES
+    from zoedepth_ros.ros.processes import shipped_dds_profile
 
+    calls = []
+    rows = [{"n": n, "setup": setup, "fps_min": 9.5, "fps_max": 10.0, "age_p50_ms": 80.0, "age_p99_ms": 120.0,
+             "peak_rss_mib_total": 700.0 * n, "peak_rss_mib_ratio": float(n), "pss_mib_total": 600.0,
+             "pss_mib_ratio": 1.0} for n in (1, 2) for setup in (SETUP_MULTI, SETUP_NODES)]
+    monkeypatch.setattr(benchmark, "bench_multicam", lambda *args, **kwargs: calls.append((args, kwargs)) or rows)
     out = tmp_path / "multicam.json"
-    proc = subprocess.run([sys.executable, "-m", "zoedepth_ros.cli", "benchmark", "--parts", "multicam",
-                           "--cameras", "2", "--multicam-img-size", "96x128", "--multicam-seconds", "1.5",
-                           "--multicam-max-batch", "2", "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    multicam = json.loads(out.read_text())["multicam"]
-    assert multicam["max_batch"] == 2 and "max_batch 2" in proc.stdout
-    rows = {(r["n"], r["setup"]): r for r in multicam["rows"]}
-    assert list(rows) == [(1, SETUP_MULTI), (1, SETUP_NODES), (2, SETUP_MULTI), (2, SETUP_NODES)]  # 1: the reference
-    for (n, setup), r in rows.items():
-        assert sorted(r["cameras"]) == [f"cam{i}" for i in range(n)]
-        assert r["processes"] == (1 if setup == SETUP_MULTI else n) == len(r["memory"])
-        for camera in r["cameras"].values():
-            assert camera["received"] > 0 and camera["fps"] > 0 and 0 < camera["age_p50_ms"] <= camera["age_p99_ms"]
-        assert r["fps_min"] == min(c["fps"] for c in r["cameras"].values())
-        for key in ("peak_rss_mib", "rss_mib", "pss_mib"):
-            assert all(m[key] > 0 for m in r["memory"])
-            assert r[f"{key}_total"] == pytest.approx(sum(m[key] for m in r["memory"]))
-            assert r[f"{key}_ratio"] == pytest.approx(r[f"{key}_total"] / rows[1, SETUP_NODES][f"{key}_total"])
-        assert all(m["rss_mib"] <= m["peak_rss_mib"] for m in r["memory"])
-    # Two processes each hold a model and a Python with torch and rclpy; one process serving both
-    # cameras holds one.
-    assert rows[2, SETUP_NODES]["peak_rss_mib_total"] > 1.5 * rows[2, SETUP_MULTI]["peak_rss_mib_total"]
-    # The shared model's own /diagnostics status came along (batches of one or both cameras' frames).
-    assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["batches"]) > 0
-    assert int(rows[2, SETUP_MULTI]["node_diagnostics"]["largest batch"]) in (1, 2)
+    assert main(["benchmark", "--parts", "multicam", "--cameras", "2", "--multicam-img-size", "96x128",
+                 "--multicam-seconds", "1.5", "--multicam-max-batch", "2", "--multicam-rate", "12",
+                 "--frame", "120x160", "--out", str(out)]) == 0
+    profile = str(shipped_dds_profile())
+    assert calls == [(("tiny-NK", (96, 128), (120, 160), [2], 12.0, 1.5, profile), {"node_params": {"max_batch": 2}})]
+    assert json.loads(out.read_text())["multicam"] == {
+        "arch": "tiny-NK", "img_size": "96x128", "rate_hz": 12.0, "seconds": 1.5, "rows": rows, "max_batch": 2,
+        "dds_profile": profile}
+    printed = capsys.readouterr().out
+    assert "max_batch 2" in printed and "1.5 s per setup" in printed
+    assert f"| 2 | {SETUP_NODES} | 9.50 / 10.00 | 80 / 120 | 1400 (2.00x) | 600 (1.00x) |" in printed
 
 
 def test_codec_part_reports_bytes_and_times_per_codec(tmp_path, capsys):

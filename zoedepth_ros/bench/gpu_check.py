@@ -225,14 +225,14 @@ class GpuCheck:
 
         peak = GpuMemoryPeak(is_node_process) if self.device == "cuda" else None
         params = {"precision": "bf16"} if self.device == "cuda" else {}
+        profile = str(shipped_dds_profile())
         try:
             result = bench_node(self.args.arch, tuple(self.args.size), (480, 640), self.args.node_frames, warmup=5,
-                                rate_s=1 / 30, profile=str(shipped_dds_profile()), device=self.device,
-                                node_params=params)
+                                rate_s=1 / 30, profile=profile, device=self.device, node_params=params)
         finally:
             if peak is not None:
                 peak.stop()
-        result["node_params"] = params
+        result["node_params"], result["dds_profile"] = params, profile
         if peak is not None:
             result["node_peak_gpu_mib"] = max(peak.peak_mib.values(), default=0)
         self.results["node"] = result
@@ -243,11 +243,12 @@ class GpuCheck:
 
         params = {"precision": "bf16"} if self.device == "cuda" else {}
         counts = [int(c) for c in self.args.multicam_cameras.split(",")]
+        profile = str(shipped_dds_profile())
         rows = bench_multicam(self.args.arch, tuple(self.args.size), (480, 640), counts, rate_hz=30.0,
-                              duration_s=self.args.multicam_seconds, profile=str(shipped_dds_profile()),
+                              duration_s=self.args.multicam_seconds, profile=profile,
                               device=self.device, node_params=params)
         self.results["multicam"] = {"node_params": params, "rate_hz": 30.0, "seconds": self.args.multicam_seconds,
-                                    "rows": rows}
+                                    "dds_profile": profile, "rows": rows}
 
     # -- report
 
