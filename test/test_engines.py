@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from export_helpers import check_int8_close_to_fp32, structured_frames, unoptimized_exports
 
 from zoedepth_ros.bench.engine_parity import check_engines
 from zoedepth_ros.cli import main
@@ -34,40 +35,13 @@ def _model(kind: str, seed: int = 0) -> ZoeDepth:
     return ZoeDepth(tiny_config(kind)).eval()
 
 
-def _frames(n: int, height: int = 120, width: int = 160, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    # Smooth, structured frames: random noise would make every depth map alike.
-    yy, xx = np.mgrid[0:height, 0:width]
-    return [np.clip(np.stack([xx * (i + 1) % 256, yy * 2 % 256, (xx + yy) % 256], -1)
-                    + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8) for i in range(n)]
-
-
 def _close(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-6)))
 
 
-@contextlib.contextmanager
-def _unoptimized():
-    """Exports made inside skip the ONNX optimizer pass (onnxscript's rewriter and constant folding,
-    about half of an export's seconds): for the tests whose point is not the file as shipped but
-    what the estimator, the cache or the CLI do around it, and for OpenVINO's bf16 (it compiles
-    either graph to the same figures, to the last digit on these models). The file as shipped
-    (optimized) is checked by the determinism test, the parity test at SIZES[0] for every kind,
-    the bad-file, size, configuration and CLI tests (all on `exported`), the int8 tests,
-    test_node_engines and test_benchmark."""
-    export = torch.onnx.export
-
-    def unoptimized_export(*args, **kwargs):
-        return export(*args, **{**kwargs, "optimize": False})
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.onnx, "export", unoptimized_export)
-        yield
-
-
 @pytest.fixture
 def unoptimized():
-    with _unoptimized():
+    with unoptimized_exports():
         yield
 
 
@@ -87,7 +61,7 @@ def test_engines_match_pytorch_on_every_route(kind, size, tmp_path):
     """Both routes and a mixed batch for NK (the router decides per sample inside the graph). The
     file as shipped (optimized) at SIZES[0]; at the other size, the graph as torch exports it
     (the size's own operations are the same, the optimizer's pass over them is checked at SIZES[0])."""
-    with contextlib.nullcontext() if size == SIZES[0] else _unoptimized():
+    with contextlib.nullcontext() if size == SIZES[0] else unoptimized_exports():
         results = check_engines(_model(kind, seed=len(kind) + size[1]), ONNX_ENGINES, size, tmp_path)
     cases = {r.case for r in results}
     assert cases == ({"route nyu", "route kitti", "mixed batch"} if kind == "NK" else {"single head"})
@@ -117,7 +91,7 @@ def test_export_is_deterministic_and_carries_what_a_loader_needs(exported, tmp_p
                          ids=["plain", "flip-pad", "flip-eval"])
 def test_the_estimator_gives_the_same_depth_and_std_with_every_engine(engine, options, unoptimized):
     model = _model("NK", seed=3)
-    frames = _frames(3)
+    frames = structured_frames(3)
     reference, estimator = (DepthEstimator(model, device="cpu", engine=name, **options) for name in ("torch", engine))
     # Each engine is what the estimator asks of one (engines.Engine: attributes and calls).
     assert isinstance(reference.engine, Engine) and isinstance(estimator.engine, Engine)
@@ -132,7 +106,7 @@ def test_the_estimator_gives_the_same_depth_and_std_with_every_engine(engine, op
 
 def test_the_export_cache_is_reused_and_a_corrupt_entry_is_rebuilt(tmp_path, caplog, unoptimized):
     checkpoint = save_checkpoint(_model("N", seed=4), tmp_path / "n.safetensors")
-    frame = _frames(1)
+    frame = structured_frames(1)
     engine_cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING):
         first = DepthEstimator(checkpoint, device="cpu", engine="onnxruntime",
@@ -187,9 +161,9 @@ def test_bad_onnx_files_are_clear_errors_naming_the_file(engine, exported, tmp_p
 
 def test_a_file_for_another_size_says_which_size_to_export(exported):
     estimator = DepthEstimator(exported, device="cpu", engine="onnxruntime")
-    assert estimator.predict(_frames(1, 480, 640)[0]).depth.shape == (480, 640)
+    assert estimator.predict(structured_frames(1, 480, 640)[0]).depth.shape == (480, 640)
     with pytest.raises(EngineError, match=r"192x256.*--size 192x352") as err:
-        estimator.predict(_frames(1, 360, 640)[0])
+        estimator.predict(structured_frames(1, 360, 640)[0])
     assert str(exported) in str(err.value)
 
 
@@ -215,13 +189,13 @@ def test_engine_configuration_errors_are_clear(exported, monkeypatch):
 def _export_flip(exported):
     path = exported.with_name("flip.onnx")
     if not path.exists():
-        with _unoptimized():
+        with unoptimized_exports():
             export_onnx(_model("NK"), path, size=(192, 256), batch=1, flip_tta=True)
     return path
 
 
 def test_flip_tta_inside_the_graph_equals_the_estimators(exported):
-    frames = _frames(2, 480, 640)
+    frames = structured_frames(2, 480, 640)
     expected = DepthEstimator(_model("NK"), device="cpu", flip_tta=True).predict_batch(frames)
     flipping = DepthEstimator(_export_flip(exported), device="cpu", engine="onnxruntime", flip_tta=True)
     got = flipping.predict_batch(frames)
@@ -237,7 +211,7 @@ def test_the_export_command_writes_a_file_that_reloads(kind, tmp_path, capsys, u
     assert "wrote" in capsys.readouterr().out
     info = read_export_info(out)
     assert (info.size, info.batch, info.with_std) == ((160, 224), 2, True)
-    prediction = DepthEstimator(out, device="cpu", engine="openvino").predict_batch(_frames(3, 140, 196),
+    prediction = DepthEstimator(out, device="cpu", engine="openvino").predict_batch(structured_frames(3, 140, 196),
                                                                                    with_std=True)
     assert len(prediction) == 3 and all(np.isfinite(p.std).all() for p in prediction)
 
@@ -248,7 +222,7 @@ def test_the_cli_names_a_bad_file(exported, tmp_path, capsys):
     image = tmp_path / "frame.png"
     import cv2
 
-    cv2.imwrite(str(image), _frames(1)[0])
+    cv2.imwrite(str(image), structured_frames(1)[0])
     code = main(["predict", str(image), "--model", str(bad), "--engine", "onnxruntime", "-o", str(tmp_path / "d.npy")])
     assert code == 2
     assert str(bad) in capsys.readouterr().err
@@ -272,7 +246,7 @@ def test_openvino_bf16_close_to_fp32(kind, bound, unoptimized):
     keeps the head in fp32 (its log-binomial divides by temperatures down to 0.02). The tiny random
     K model, whose depth sits mid-range (~34 m of 80) where the head amplifies most, is 1.7e-2 off
     in the median (PyTorch bf16: 7e-5): its bound is 3e-2. Full-size NK: docs/benchmarks.md."""
-    model, frame = _model(kind), _frames(1, 240, 320, seed=3)[0]
+    model, frame = _model(kind), structured_frames(1, 240, 320, seed=3)[0]
     fp32 = DepthEstimator(model, device="cpu").predict(frame).depth
     estimator = DepthEstimator(model, device="cpu", engine="openvino", precision="bf16")
     bf16 = estimator.predict(frame).depth
@@ -329,17 +303,7 @@ def test_int8_export_carries_its_calibration_and_runs_on_openvino_close_to_fp32(
     assert calibration["fp32_scope"] == "model.metric_head, model.reassemble, model.decoder"
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    frames = _frames(3, 192, 256, seed=5)
-    expected = DepthEstimator(_model("NK"), device="cpu").predict_batch(frames)
-    estimator = DepthEstimator(path, device="cpu", engine="openvino", precision="auto")
-    assert estimator.precision == "int8" and estimator.precision_reason == "auto: the exported file is int8"
-    got = estimator.predict_batch(frames, with_std=True)
-    for g, e in zip(got, expected, strict=True):
-        # Loose bound: int8 weights and activations on a random tiny model; the bins head is fp32.
-        assert np.median(np.abs(g.depth - e.depth) / e.depth) < 2e-2
-        assert g.domain == e.domain and np.isfinite(g.std).all()
-    with pytest.raises(EngineError, match="exported in int8; set precision int8"):
-        DepthEstimator(path, device="cpu", engine="openvino", precision="fp32")
+    check_int8_close_to_fp32(path, _model("NK"))
     with pytest.raises(EngineError, match="int8 runs with engine openvino"):
         DepthEstimator(path, device="cpu", engine="onnxruntime", precision="int8")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from export_helpers import unoptimized_exports
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ros_helpers import image_array, send_frame, stamp_key, wait_until
@@ -80,14 +81,10 @@ def test_every_engine_publishes_the_same_depth_cloud_and_uncertainty(ros, engine
 def tiny_n_export(tmp_path_factory, tiny_model):
     """A tiny N exported at 64x64, for the tests to damage copies of (an export takes seconds),
     without the ONNX optimizer pass (half of that): the files are refused before any graph runs."""
-    import torch
-
     from zoedepth_ros.model.export import export_onnx
 
     path = tmp_path_factory.mktemp("tiny_n_export") / "model.onnx"
-    export = torch.onnx.export
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.onnx, "export", lambda *args, **kwargs: export(*args, **{**kwargs, "optimize": False}))
+    with unoptimized_exports():
         export_onnx(tiny_model("N", (64, 64)), path, size=(64, 64))
     return path
 

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from export_helpers import check_int8_close_to_fp32, structured_frames
 
 from zoedepth_ros.cli import main
 from zoedepth_ros.inference import DepthEstimator, EngineError
@@ -19,13 +20,6 @@ from zoedepth_ros.model.openvino_ir import read_ir, save_ir, weights_path
 
 openvino = pytest.importorskip("openvino")
 nncf = pytest.importorskip("nncf")
-
-
-def _frames(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    return [np.clip(np.stack([xx * (i + 1) % 256, yy * 2 % 256, (xx + yy) % 256], -1)
-                    + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8) for i in range(n)]
 
 
 def _small_model(with_weights: bool = True):
@@ -72,19 +66,7 @@ def test_int8_ir_export_carries_its_metadata_and_runs_on_openvino_close_to_fp32(
     assert metadata == info.metadata() and inputs == ["pixels"] and outputs == list(info.outputs)
     ops = {op.get_type_name() for op in openvino.Core().read_model(str(path)).get_ops()}
     assert "FakeQuantize" in ops
-    frames = _frames(3, 192, 256, seed=5)
-    expected = DepthEstimator(tiny_model("NK"), device="cpu").predict_batch(frames)
-    estimator = DepthEstimator(str(path), device="cpu", engine="openvino", precision="auto")
-    assert estimator.precision == "int8" and estimator.precision_reason == "auto: the exported file is int8"
-    got = estimator.predict_batch(frames, with_std=True)
-    for g, e in zip(got, expected, strict=True):
-        # The bound of the ONNX int8 export's test (test_engines.py): int8 weights and activations
-        # on a random tiny model; the bins head is fp32.
-        assert np.median(np.abs(g.depth - e.depth) / e.depth) < 2e-2
-        assert g.domain == e.domain and np.isfinite(g.std).all()
-    with pytest.raises(EngineError, match="exported in int8; set precision int8"):
-        DepthEstimator(path, device="cpu", engine="openvino", precision="fp32")
-
+    check_int8_close_to_fp32(path, tiny_model("NK"))
 
 def test_evaluate_and_predict_take_an_int8_ir_as_model(ir_export, tmp_path):
     path, bag = ir_export
@@ -96,7 +78,7 @@ def test_evaluate_and_predict_take_an_int8_ir_as_model(ir_export, tmp_path):
     import cv2
 
     image = tmp_path / "in.png"
-    cv2.imwrite(str(image), _frames(1, 96, 128)[0])
+    cv2.imwrite(str(image), structured_frames(1, 96, 128)[0])
     assert main(["predict", "--model", str(path), "--engine", "openvino", "--precision", "auto",
                  "-o", str(tmp_path / "d.npy"), str(image)]) == 0
     depth = np.load(tmp_path / "d.npy")
