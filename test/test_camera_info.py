@@ -28,21 +28,17 @@ def camera_info(width=640, height=480, k=(500.0, 0.0, 320.0, 0.0, 505.0, 240.0, 
     return info
 
 
-def fxy(intr):
-    return intr.fx, intr.fy, intr.cx, intr.cy
-
-
 def test_p_wins_over_k():
     info = camera_info(p=(400.0, 0.0, 310.0, 0.0, 0.0, 410.0, 230.0, 0.0, 0.0, 0.0, 1.0, 0.0))
     intr = intrinsics_from_camera_info(info, 640, 480)
-    assert fxy(intr) == (400.0, 410.0, 310.0, 230.0)
+    assert intr.pinhole == (400.0, 410.0, 310.0, 230.0)
     assert intr.k == tuple(info.k)
     assert (intr.width, intr.height) == (640, 480)
 
 
 def test_zero_p_falls_back_to_k_and_is_filled():
     intr = intrinsics_from_camera_info(camera_info(p=[0.0] * 12), 640, 480)
-    assert fxy(intr) == (500.0, 505.0, 320.0, 240.0)
+    assert intr.pinhole == (500.0, 505.0, 320.0, 240.0)
     assert intr.p == (500.0, 0.0, 320.0, 0.0, 0.0, 505.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
@@ -56,7 +52,7 @@ def test_different_resolution_is_scaled():
     info = camera_info(width=1280, height=960, k=(1000.0, 0.0, 640.0, 0.0, 1010.0, 480.0, 0.0, 0.0, 1.0))
     info.p[3] = -100.0  # stereo baseline term scales with fx
     intr = intrinsics_from_camera_info(info, 640, 480)
-    assert fxy(intr) == (500.0, 505.0, 320.0, 240.0)
+    assert intr.pinhole == (500.0, 505.0, 320.0, 240.0)
     assert intr.p[3] == -50.0
     assert intr.k == (500.0, 0.0, 320.0, 0.0, 505.0, 240.0, 0.0, 0.0, 1.0)
 
@@ -65,7 +61,7 @@ def test_binning_is_honoured():
     info = camera_info(width=1280, height=960, k=(1000.0, 0.0, 640.0, 0.0, 1010.0, 480.0, 0.0, 0.0, 1.0),
                        binning_x=2, binning_y=4)
     intr = intrinsics_from_camera_info(info, 640, 240)
-    assert fxy(intr) == (500.0, 252.5, 320.0, 120.0)
+    assert intr.pinhole == (500.0, 252.5, 320.0, 120.0)
 
 
 def test_roi_is_honoured_offset_then_binning():
@@ -73,7 +69,7 @@ def test_roi_is_honoured_offset_then_binning():
                        binning_x=2, binning_y=2)
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 60, 800, 600
     intr = intrinsics_from_camera_info(info, 400, 300)
-    assert fxy(intr) == (500.0, 505.0, (640.0 - 100) / 2, (480.0 - 60) / 2)
+    assert intr.pinhole == (500.0, 505.0, (640.0 - 100) / 2, (480.0 - 60) / 2)
 
 
 def test_binning_that_does_not_give_the_image_size_is_rejected():
@@ -109,9 +105,10 @@ def test_roi_outside_the_calibration_is_rejected(roi):
 
 def test_pinhole_guess_from_field_of_view():
     intr = pinhole_from_hfov(640, 480, 90.0)
-    assert intr.fx == pytest.approx(320.0) and intr.fy == pytest.approx(320.0)
-    assert (intr.cx, intr.cy) == (319.5, 239.5)
-    assert intr.k[0] == intr.fx and intr.k[4] == intr.fy
+    fx, fy, cx, cy = intr.pinhole
+    assert fx == pytest.approx(320.0) and fy == pytest.approx(320.0)
+    assert (cx, cy) == (319.5, 239.5)
+    assert intr.k[0] == fx and intr.k[4] == fy
     with pytest.raises(CameraInfoError, match="not in \\(0, 180\\)"):
         pinhole_from_hfov(640, 480, 180.0)
 

@@ -37,11 +37,12 @@ def expected_xyz(depth: np.ndarray, intr: Intrinsics, stride: int) -> np.ndarray
     rows = range(0, depth.shape[0], stride)
     cols = range(0, depth.shape[1], stride)
     out = np.empty((len(rows), len(cols), 3))
+    fx, fy, cx, cy = intr.pinhole
     for i, v in enumerate(rows):
         for j, u in enumerate(cols):
             z = float(depth[v, u])
             out[i, j] = ((np.nan,) * 3 if not np.isfinite(z)
-                         else ((u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z))
+                         else ((u - cx) * z / fx, (v - cy) * z / fy, z))
     return out
 
 

@@ -34,20 +34,9 @@ class Intrinsics:
     p: tuple[float, ...]
 
     @property
-    def fx(self) -> float:
-        return self.p[0]
-
-    @property
-    def fy(self) -> float:
-        return self.p[5]
-
-    @property
-    def cx(self) -> float:
-        return self.p[2]
-
-    @property
-    def cy(self) -> float:
-        return self.p[6]
+    def pinhole(self) -> tuple[float, float, float, float]:
+        """fx, fy, cx, cy of P: the rectified image's, the ones depth is published and projected in."""
+        return self.p[0], self.p[5], self.p[2], self.p[6]
 
 
 def _pinhole_k(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:

@@ -62,8 +62,9 @@ class CloudBuilder:
         if key != self._rays_key:
             u = np.arange(0, intrinsics.width, stride, dtype=np.float64)
             v = np.arange(0, intrinsics.height, stride, dtype=np.float64)
-            ray_x = ((u - intrinsics.cx) / intrinsics.fx).astype(np.float32)[None, :]
-            ray_y = ((v - intrinsics.cy) / intrinsics.fy).astype(np.float32)[:, None]
+            fx, fy, cx, cy = intrinsics.pinhole
+            ray_x = ((u - cx) / fx).astype(np.float32)[None, :]
+            ray_y = ((v - cy) / fy).astype(np.float32)[:, None]
             self._rays_key, self._rays = key, (ray_x, ray_y)
         return self._rays
 

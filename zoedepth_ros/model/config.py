@@ -22,12 +22,12 @@ class ZoeDepthConfig:
     # Encoder: MiDaS v3.1 BEiT. `pretrain_size` fixes the relative position table (47x47 for 384/16).
     embed_dim: int = 1024
     depth: int = 24
+    taps: tuple[int, ...] = (5, 11, 17, 23)  # the blocks whose tokens feed the decoder
     num_heads: int = 16
     mlp_dim: int = 4096
     patch_size: int = 16
     pretrain_size: int = 384
     layer_norm_eps: float = 1e-6
-    taps: tuple[int, ...] = (5, 11, 17, 23)
     # DPT decoder
     neck_channels: tuple[int, ...] = (256, 512, 1024, 1024)
     fusion_channels: int = 256
@@ -41,9 +41,9 @@ class ZoeDepthConfig:
     seed_mlp_dim: int = 256
     projector_mlp_dim: int = 128
     log_binomial_bottleneck_factor: int = 2
-    condition_on_relative_depth: bool = True
     min_temp: float = 0.0212
     max_temp: float = 50.0
+    condition_on_relative_depth: bool = True
     # Router (only with several heads)
     router_dim: int = 128
     router_layers: int = 4

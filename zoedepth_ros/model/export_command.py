@@ -1,8 +1,16 @@
-"""`zoedepth-ros export`: any model source to one self-contained ONNX file (see export.py), or an
-int8 export to an OpenVINO IR (`.xml` + `.bin`, see quantize.py and openvino_ir.py)."""
+"""Export MODEL (a preset from the weights cache, an official .pt, a Hugging Face directory or
+repository id, a project .safetensors) to one ONNX file with static shapes, or with --precision
+int8 -o NAME.xml to an OpenVINO IR (NAME.xml + NAME.bin, for the openvino engine).
+
+Input: `pixels`, (BATCH, 3, H, W) float32 RGB in [0, 1] normalised with mean 0.5 and std 0.5.
+Outputs: `depth` (BATCH, 1, H, W) metres, `logits` (NK: router logits, each sample routed to its
+own head inside the graph) and with --std `std` (BATCH, 1, H, W). The file's metadata holds what a
+loader needs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -13,14 +21,8 @@ DEFAULT_MAX_FRAMES = 300  # quantize.DEFAULT_MAX_FRAMES, without importing torch
 
 
 def add_parser(subparsers, name: str) -> None:
-    p = subparsers.add_parser(
-        name, help="export a model to ONNX (encoder, decoder, heads and the NK router in one file)",
-        description="Export MODEL (a preset from the weights cache, an official .pt, a Hugging Face "
-                    "directory or repository id, a project .safetensors) to one ONNX file with static "
-                    "shapes. Input: `pixels`, (BATCH, 3, H, W) float32 RGB in [0, 1] normalised with "
-                    "mean 0.5 and std 0.5. Outputs: `depth` (BATCH, 1, H, W) metres, `logits` (NK: "
-                    "router logits, each sample routed to its own head inside the graph) and with --std "
-                    "`std` (BATCH, 1, H, W). The file's metadata holds what a loader needs.")
+    p = subparsers.add_parser(name, help="export a model to ONNX (encoder, decoder, heads, NK router: one file)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help=CHECKPOINT_HELP)
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="the .onnx file to write; with --precision int8 also NAME.xml: an OpenVINO IR (NAME.xml "

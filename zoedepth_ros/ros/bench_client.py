@@ -58,6 +58,46 @@ def cdr_stamp_ns(serialized: bytes) -> int:
     return sec * 10**9 + nanosec
 
 
+class Arrivals(dict):
+    """When each serialized output arrived (time.time()), by output name and then stamp, with one
+    condition that every arrival notifies (as may other reports kept under it, such as
+    /diagnostics), so a wait sleeps until the next event instead of polling: the nodes share the
+    CPUs. `check_nodes` raises SystemExit once a node it watches has exited."""
+
+    def __init__(self, outputs, check_nodes):
+        super().__init__({output: {} for output in outputs})
+        self.changed = threading.Condition()
+        self.check_nodes = check_nodes
+
+    def recorder(self, output: str):
+        """A raw subscription's callback that records `output`'s arrival at its header's stamp."""
+        def record(serialized: bytes) -> None:
+            now = time.time()
+            with self.changed:
+                self[output][cdr_stamp_ns(serialized)] = now
+                self.changed.notify_all()
+        return record
+
+    def wait_for(self, predicate, timeout_s: float) -> bool:
+        """Sleep until an event makes `predicate` true (checked under the condition's lock), or
+        `timeout_s`; True if it did."""
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.check_nodes()
+                self.changed.wait(min(remaining, 0.5))
+        return True
+
+
+def age_percentiles(arrived: dict[int, float]) -> dict:
+    """p50 and p99 (ms) of the ages of outputs at arrival, `arrived` mapping stamp (ns) to time."""
+    ages = [(t - s / 1e9) * 1000.0 for s, t in arrived.items()]
+    return {f"age_p{q}_ms": float(np.percentile(ages, q)) if ages else float("nan") for q in (50, 99)}
+
+
 class _NodeDriver:
     """This process's side of the node benchmark: a camera publisher and the output subscribers."""
 
@@ -68,35 +108,26 @@ class _NodeDriver:
         self.image_pub = client.create_publisher(Image, "image", self.qos)
         self.info_pub = client.create_publisher(CameraInfo, "camera_info", self.qos)
         self.msg, self.info = camera_messages(height, width)
-        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}, "compressedDepth": {}}
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
+        self.arrivals = Arrivals(("depth", "points", "compressedDepth"), self._check_node)
         self.node_status: diagnostics_keys.NodeStatus | None = None  # its last with latencies (/diagnostics)
         # Serialized (raw) outputs: the clock stops when the message is here, as for a C++ consumer
         # such as RViz, not after rclpy has also built Python objects of every pixel.
-        client.create_subscription(Image, "depth/image", self._on("depth"), self.qos, raw=True)
+        client.create_subscription(Image, "depth/image", self.arrivals.recorder("depth"), self.qos, raw=True)
         client.create_subscription(Image, "depth/colormap", lambda m: None, self.qos, raw=True)
         client.create_subscription(CameraInfo, "depth/camera_info", lambda m: None, self.qos, raw=True)
         client.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, self.qos)
-
-    def _on(self, kind):
-        def callback(serialized: bytes):
-            now = time.time()
-            with self.arrived:
-                self.arrivals[kind][cdr_stamp_ns(serialized)] = now
-                self.arrived.notify_all()
-        return callback
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
             reported = diagnostics_keys.parse_status(diagnostics_keys.status_values(status))
             if status.name.startswith(self.client.get_namespace()) and reported.forward is not None:
-                with self.arrived:
+                with self.arrivals.changed:
                     self.node_status = reported
-                    self.arrived.notify_all()
+                    self.arrivals.changed.notify_all()
 
     def subscribe_points(self) -> None:
-        self.client.create_subscription(PointCloud2, "depth/points", self._on("points"), self.qos, raw=True)
+        self.client.create_subscription(PointCloud2, "depth/points", self.arrivals.recorder("points"), self.qos,
+                                        raw=True)
         # The node builds clouds only for listeners: frames until it has seen this one (10 s at most).
         self.until_output("points", 10.0)
 
@@ -107,10 +138,10 @@ class _NodeDriver:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             stamp = self.send()
-            if not self.wait_for(lambda stamp=stamp: stamp in self.arrivals["depth"], remaining):
+            if not self.arrivals.wait_for(lambda stamp=stamp: stamp in self.arrivals["depth"], remaining):
                 return False
             # The node publishes a frame's outputs together: `kind` follows its depth at once, or not.
-            if self.wait_for(lambda stamp=stamp: stamp in self.arrivals[kind], min(0.5, remaining)):
+            if self.arrivals.wait_for(lambda stamp=stamp: stamp in self.arrivals[kind], min(0.5, remaining)):
                 return True
         return False
 
@@ -119,25 +150,17 @@ class _NodeDriver:
         once matched (the node encodes only for subscribers) and the node's side had time to see it."""
         if on:
             self.compressed = self.client.create_subscription(
-                CompressedImage, "depth/image/compressedDepth", self._on("compressedDepth"), self.qos, raw=True)
-            if not self.wait_for(lambda: self.compressed.get_publisher_count() > 0, 10):
+                CompressedImage, "depth/image/compressedDepth", self.arrivals.recorder("compressedDepth"), self.qos,
+                raw=True)
+            if not self.arrivals.wait_for(lambda: self.compressed.get_publisher_count() > 0, 10):
                 raise SystemExit("the node's depth/image/compressedDepth did not match within 10 s")
         else:
             self.client.destroy_subscription(self.compressed)
         time.sleep(0.5)  # discovery reaches the node's side a little after this one's
 
-    def wait_for(self, predicate, timeout: float) -> bool:
-        """Sleep until an output makes `predicate` true (no polling: the node shares the CPUs)."""
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                if self.node_proc.poll() is not None:
-                    raise SystemExit(f"the node exited: {log_tail(self.node_log)}")
-                self.arrived.wait(min(remaining, 0.5))
-        return True
+    def _check_node(self) -> None:
+        if self.node_proc.poll() is not None:
+            raise SystemExit(f"the node exited: {log_tail(self.node_log)}")
 
     def send(self) -> int:
         stamp_ns = time.time_ns()
@@ -149,12 +172,12 @@ class _NodeDriver:
 
     def closed_loop(self, kinds: tuple[str, ...], frames: int, warmup: int) -> list[float]:
         """Send a frame, wait for its outputs, repeat: latency without queueing."""
-        if not self.wait_for(lambda: self.image_pub.get_subscription_count() > 0, 120):
+        if not self.arrivals.wait_for(lambda: self.image_pub.get_subscription_count() > 0, 120):
             raise SystemExit("the node did not subscribe to the image within 120 s")
         latencies, lost_in_a_row = [], 0
         for i in range(warmup + frames):
             stamp = self.send()
-            if not self.wait_for(lambda stamp=stamp: all(stamp in self.arrivals[k] for k in kinds), 10):
+            if not self.arrivals.wait_for(lambda stamp=stamp: all(stamp in self.arrivals[k] for k in kinds), 10):
                 lost_in_a_row += 1
                 if lost_in_a_row == 3:
                     raise SystemExit(f"no {'+'.join(kinds)} output for 3 frames; node log: {log_tail(self.node_log)}")
@@ -166,7 +189,7 @@ class _NodeDriver:
 
     def open_loop(self, rate_s: float, duration_s: float) -> dict:
         """Publish at a fixed rate: what comes back, how often, how old."""
-        with self.lock:
+        with self.arrivals.changed:
             self.arrivals["depth"].clear()
         sent = []
         started = time.monotonic()
@@ -176,18 +199,13 @@ class _NodeDriver:
         elapsed = time.monotonic() - started
         # The frames in flight (2 s at most): the node handles them in order, so once the last
         # one is here no earlier one is still coming.
-        self.wait_for(lambda: sent[-1] in self.arrivals["depth"], 2.0)
-        with self.lock:
+        self.arrivals.wait_for(lambda: sent[-1] in self.arrivals["depth"], 2.0)
+        with self.arrivals.changed:
             sent_set = set(sent)
             got = {s: t for s, t in self.arrivals["depth"].items() if s in sent_set}
         span = max(got.values()) - min(got.values()) if len(got) > 1 else 0.0
-        ages = [(t - s / 1e9) * 1000.0 for s, t in got.items()]
-        return {
-            "sent_hz": len(sent) / elapsed, "sent": len(sent), "received": len(got),
-            "output_hz": (len(got) - 1) / span if span else 0.0,
-            "age_p50_ms": float(np.percentile(ages, 50)) if ages else float("nan"),
-            "age_p99_ms": float(np.percentile(ages, 99)) if ages else float("nan"),
-        }
+        return {"sent_hz": len(sent) / elapsed, "sent": len(sent), "received": len(got),
+                "output_hz": (len(got) - 1) / span if span else 0.0, **age_percentiles(got)}
 
 
 def compare_compressed_depth(driver, frames: int, warmup: int, stats) -> dict:
@@ -206,20 +224,20 @@ def compare_compressed_depth(driver, frames: int, warmup: int, stats) -> dict:
     for _ in range(rounds):
         without = driver.closed_loop(("depth",), per_block, warmup)
         driver.toggle_compressed_depth(True)
-        with driver.lock:
+        with driver.arrivals.changed:
             before = set(driver.arrivals["depth"])
         with_ = driver.closed_loop(("depth",), per_block, warmup)
         blocks[False] += without
         blocks[True] += with_
         if without and with_:
             paired.append((np.median(with_) - np.median(without)) * 1000.0)
-        with driver.lock:
+        with driver.arrivals.changed:
             block = [s for s in driver.arrivals["depth"] if s not in before][warmup:]
         sent += block
         if block:  # the block's last encode, before unsubscribing (none newer replaces it)
-            driver.wait_for(lambda last=block[-1]: last in driver.arrivals["compressedDepth"], 5)
+            driver.arrivals.wait_for(lambda last=block[-1]: last in driver.arrivals["compressedDepth"], 5)
         driver.toggle_compressed_depth(False)
-    with driver.lock:
+    with driver.arrivals.changed:
         compressed = {s: driver.arrivals["compressedDepth"][s] - s / 1e9 for s in sent
                       if s in driver.arrivals["compressedDepth"]}
     result = {"without": stats(blocks[False], per_block * rounds), "with": stats(blocks[True], per_block * rounds),
@@ -271,11 +289,11 @@ def _drive(client, node_proc, node_log, frame, frames, warmup, rate_s, forward, 
     def with_node_timing(result):
         # The node's status once it covers every frame received here (it counts a frame out after
         # publishing it, and reports each second): 3 s at most, then its last status.
-        with driver.lock:
+        with driver.arrivals.changed:
             received = len(driver.arrivals["depth"])
-        driver.wait_for(lambda: driver.node_status is not None and (driver.node_status.frames_out or 0) >= received,
-                        3.0)
-        with driver.lock:
+        driver.arrivals.wait_for(
+            lambda: driver.node_status is not None and (driver.node_status.frames_out or 0) >= received, 3.0)
+        with driver.arrivals.changed:
             node_status = driver.node_status
         return with_node_latency(result, node_status, forward)
 

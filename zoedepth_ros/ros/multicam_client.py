@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -17,7 +16,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
 from zoedepth_ros.diagnostics_keys import status_values
-from zoedepth_ros.ros.bench_client import camera_messages, cdr_stamp_ns, log_tail
+from zoedepth_ros.ros.bench_client import Arrivals, age_percentiles, camera_messages, log_tail
 
 
 def drive_cameras(cameras: dict[str, str], nodes: list, frame, rate_hz: float, duration_s: float,
@@ -52,43 +51,21 @@ class _CameraDriver:
         self.image_pubs = {c: client.create_publisher(Image, f"{p}/image", qos) for c, p in cameras.items()}
         self.info_pubs = {c: client.create_publisher(CameraInfo, f"{p}/camera_info", qos) for c, p in cameras.items()}
         self.msg, self.info = camera_messages(height, width)
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
-        self.arrivals: dict[str, dict[int, float]] = {c: {} for c in cameras}
+        self.arrivals = Arrivals(cameras, self._check_nodes)
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.reported_at: dict[str, float] = {}  # status name -> when its last values came (monotonic)
         for c, p in cameras.items():
             # Raw: the clock stops when the serialized depth is here (as for a C++ consumer), not
             # after rclpy has built Python objects of every pixel.
-            client.create_subscription(Image, f"{p}/depth/image", self._on_depth(c), qos, raw=True)
+            client.create_subscription(Image, f"{p}/depth/image", self.arrivals.recorder(c), qos, raw=True)
         client.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=10))
 
-    def _on_depth(self, camera: str):
-        def callback(serialized: bytes):
-            now = time.time()
-            with self.arrived:
-                self.arrivals[camera][cdr_stamp_ns(serialized)] = now
-                self.arrived.notify_all()
-        return callback
-
     def _on_diagnostics(self, msg) -> None:
-        with self.arrived:
+        with self.arrivals.changed:
             for status in msg.status:
                 self.diagnostics[status.name] = status_values(status)
                 self.reported_at[status.name] = time.monotonic()
-            self.arrived.notify_all()
-
-    def _wait(self, predicate, timeout_s: float) -> bool:
-        """Sleep until an output or a report makes `predicate` true (checked under the lock), or
-        `timeout_s`; True if it did. No polling: the nodes share the CPUs."""
-        deadline = time.monotonic() + timeout_s
-        with self.arrived:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.arrived.wait(min(remaining, 0.5))
-        return True
+            self.arrivals.changed.notify_all()
 
     def _check_nodes(self) -> None:
         for proc, log in self.nodes:
@@ -110,7 +87,7 @@ class _CameraDriver:
         deadline = time.monotonic() + timeout_s
         next_tick = time.monotonic()
         while time.monotonic() < deadline:
-            with self.lock:
+            with self.arrivals.changed:
                 if done():
                     return True
             self._check_nodes()
@@ -119,7 +96,7 @@ class _CameraDriver:
             # Sleep, do not spin: the nodes share the CPUs. A late tick is not made up for.
             time.sleep(max(0.0, next_tick - time.monotonic()))
             next_tick = max(next_tick, time.monotonic() - period_s)
-        with self.lock:
+        with self.arrivals.changed:
             return done()
 
     def run(self, rate_hz: float, duration_s: float, ready_timeout_s: float) -> dict:
@@ -135,7 +112,7 @@ class _CameraDriver:
             missing = [c for c, a in self.arrivals.items() if not a]
             raise SystemExit(f"no depth output for cameras {missing} within {ready_timeout_s:.0f} s")
         warm_latency_s = max(t - s / 1e9 for a in self.arrivals.values() for s, t in a.items())
-        with self.lock:
+        with self.arrivals.changed:
             for a in self.arrivals.values():
                 a.clear()
         sent: dict[str, list[int]] = {c: [] for c in self.cameras}
@@ -145,12 +122,12 @@ class _CameraDriver:
         # Let frames in flight finish (up to ~2 forwards) so their ages count; FPS counts only
         # the outputs that arrived within the window. Each camera's frames are handled in order:
         # once its last one is here, no earlier one is still coming.
-        self._wait(lambda: all(s[-1] in self.arrivals[c] for c, s in sent.items() if s),
+        self.arrivals.wait_for(lambda: all(s[-1] in self.arrivals[c] for c, s in sent.items() if s),
                    min(max(2.0, 2 * warm_latency_s), 60.0))
         # Then one more /diagnostics report of every status (each comes once a second; 1.1 s at most).
         after = time.monotonic()
-        self._wait(lambda: all(t > after for t in self.reported_at.values()), 1.1)
-        with self.lock:
+        self.arrivals.wait_for(lambda: all(t > after for t in self.reported_at.values()), 1.1)
+        with self.arrivals.changed:
             arrivals = {c: dict(a) for c, a in self.arrivals.items()}
             diagnostics = dict(self.diagnostics)
         per_camera = {}
@@ -158,11 +135,7 @@ class _CameraDriver:
             stamp_set = set(stamps)
             got = {s: t for s, t in arrivals[camera].items() if s in stamp_set}
             in_window = [t for t in arrivals[camera].values() if started <= t <= ended]
-            ages = [(t - s / 1e9) * 1000.0 for s, t in got.items()]
-            per_camera[camera] = {
-                "sent": len(stamps), "received": len(got), "fps": len(in_window) / (ended - started),
-                "age_p50_ms": float(np.percentile(ages, 50)) if ages else float("nan"),
-                "age_p99_ms": float(np.percentile(ages, 99)) if ages else float("nan"),
-            }
+            per_camera[camera] = {"sent": len(stamps), "received": len(got),
+                                  "fps": len(in_window) / (ended - started), **age_percentiles(got)}
         return {"cameras": per_camera, "window_s": ended - started, "sent_hz": rate_hz,
                 "diagnostics": diagnostics}
