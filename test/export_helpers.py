@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,3 +55,13 @@ def check_int8_close_to_fp32(path, model) -> None:
         assert g.domain == e.domain and np.isfinite(g.std).all()
     with pytest.raises(EngineError, match="exported in int8; set precision int8"):
         DepthEstimator(path, device="cpu", engine="openvino", precision="fp32")
+
+
+def check_evaluate_runs_int8(path, bag: Path, out: Path) -> None:
+    """`evaluate` scores the 4 frames of `bag` with the int8 export at `path` on engine openvino."""
+    from zoedepth_ros.cli import main
+
+    assert main(["evaluate", str(bag), "--model", str(path), "--engine", "openvino", "--precision", "int8",
+                 "--protocol", "nyu", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["inference"]["precision"] == "int8"

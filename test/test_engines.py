@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_helpers import check_int8_close_to_fp32, structured_frames, unoptimized_exports
+from export_helpers import check_evaluate_runs_int8, check_int8_close_to_fp32, structured_frames, unoptimized_exports
 
 from zoedepth_ros.bench.engine_parity import check_engines
 from zoedepth_ros.cli import main
@@ -310,11 +310,7 @@ def test_int8_export_carries_its_calibration_and_runs_on_openvino_close_to_fp32(
 
 def test_evaluate_runs_an_int8_export(int8_export, tmp_path):
     path, bag = int8_export
-    out = tmp_path / "eval"
-    assert main(["evaluate", str(bag), "--model", str(path), "--engine", "openvino", "--precision", "int8",
-                 "--protocol", "nyu", "--out", str(out), "--no-progress"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames"] == 4 and summary["inference"]["precision"] == "int8"
+    check_evaluate_runs_int8(path, bag, tmp_path / "eval")
 
 
 def test_int8_export_needs_calibration_frames(tmp_path, capsys):

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from export_helpers import check_int8_close_to_fp32, structured_frames
+from export_helpers import check_evaluate_runs_int8, check_int8_close_to_fp32, structured_frames
 
 from zoedepth_ros.cli import main
 from zoedepth_ros.inference import DepthEstimator, EngineError
@@ -70,11 +70,7 @@ def test_int8_ir_export_carries_its_metadata_and_runs_on_openvino_close_to_fp32(
 
 def test_evaluate_and_predict_take_an_int8_ir_as_model(ir_export, tmp_path):
     path, bag = ir_export
-    out = tmp_path / "eval"
-    assert main(["evaluate", str(bag), "--model", str(path), "--engine", "openvino", "--precision", "int8",
-                 "--protocol", "nyu", "--out", str(out), "--no-progress"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames"] == 4 and summary["inference"]["precision"] == "int8"
+    check_evaluate_runs_int8(path, bag, tmp_path / "eval")
     import cv2
 
     image = tmp_path / "in.png"
