@@ -66,19 +66,30 @@ venv:
 venv-jazzy:
 	@$(call setup_venv,$(VENV_JAZZY),$(PYTHON_JAZZY),requirements/jazzy.txt,$(JAZZY_STAMP_INPUTS))
 
+# The suite in two passes: every test but the `serial` ones on TEST_WORKERS pytest-xdist workers
+# (a test file to a worker: its module fixtures are made once; each worker on its own ROS domain,
+# test/conftest.py), then the `serial` ones alone: they measure time, rates or latency, which a
+# neighbour's load would skew (pytest.ini). TEST_MARKS narrows both passes, e.g. TEST_MARKS='not slow'.
+TEST_WORKERS ?= 2
+TEST_MARKS ?=
+marks = $(if $(TEST_MARKS),$(1) and ($(TEST_MARKS)),$(1))
+define run_suite
+	$(1) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "$(call marks,not serial)" test
+	$(1) -m pytest -q -m "$(call marks,serial)" test
+endef
+
 # Lint first (ruff.toml; seconds), then the suite. test-jazzy lints nothing: same code, same ruff.
 test: venv
 	$(VPY) -m ruff check .
-	$(TEST_ENV) $(VPY) -m pytest -q test
+	$(call run_suite,$(TEST_ENV) $(VPY))
 
 # The robot's side. First the README's robot command (pip install -r requirements/robot.txt) over
 # the stand-ins for apt's numpy 1.26 and OpenCV 4: it must leave them alone. Then the whole suite
-# against them; JAZZY_PYTEST_ARGS='-m "not slow"' leaves out the slow tests (half the time).
-JAZZY_PYTEST_ARGS ?=
+# against them, in the same two passes; TEST_MARKS='not slow' leaves out the slow tests.
 test-jazzy: venv-jazzy
 	@$(VENV_JAZZY)/bin/python -m pip install --disable-pip-version-check -q -r requirements/robot.txt 2>&1 | $(PIP_QUIET_FILTER)
 	@$(VENV_JAZZY)/bin/python -c 'import sys, numpy, cv2, torch; print(f"test-jazzy: Python {sys.version.split()[0]}, numpy {numpy.__version__}, OpenCV {cv2.__version__}, torch {torch.__version__}"); assert numpy.__version__.startswith("1.26.") and cv2.__version__.startswith("4."), "installing robot.txt moved numpy or OpenCV"'
-	$(JAZZY_TEST_ENV) $(VENV_JAZZY)/bin/python -m pytest -q test $(JAZZY_PYTEST_ARGS)
+	$(call run_suite,$(JAZZY_TEST_ENV) $(VENV_JAZZY)/bin/python)
 
 demo: venv
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/zoedepth-ros demo --out demo_report

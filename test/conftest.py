@@ -15,6 +15,7 @@ defining a fixture of that name.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -23,8 +24,19 @@ import pytest
 _DOMAIN_ID = 1 + os.getpid() % 101
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(_DOMAIN_ID))
+# A pytest-xdist worker ("gw0", "gw1", ...) inherits the run's domain: each takes the next ones, so
+# the workers' nodes, topics and /diagnostics stay apart.
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
+    os.environ["ROS_DOMAIN_ID"] = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) + _worker) % 101)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+# Tests stop node processes with SIGINT, as `ros2 launch` does. A shell without job control starts
+# a background command with SIGINT ignored, which every child inherits: each node would then wait
+# out stop_process's grace period and be killed. Caught here, it is SIG_DFL again in the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):

@@ -29,6 +29,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from zoedepth_ros.inference import DepthEstimator
 from zoedepth_ros.ros.processes import stop_process
 
 from image_samples import encode, pack
@@ -317,6 +318,24 @@ def image_array(msg: Image) -> np.ndarray:
     dtype = {"32FC1": "<f4", "16UC1": "<u2", "rgb8": np.uint8}[msg.encoding]
     pixels = np.frombuffer(msg.data, dtype).reshape(msg.height, msg.width, -1)
     return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
+class BatchRecorder(DepthEstimator):
+    """The real model, each batch's image shapes, domains and duration kept (class attributes: the
+    node makes its own instance); every batch takes at least DELAY_S (a slow model: the cameras'
+    frames queue up behind it). A test patches it in as zoedepth_ros.inference.DepthEstimator."""
+
+    DELAY_S = 0.0
+    batches: list[dict] = []
+
+    def predict_batch(self, images, with_std=False):
+        started = time.perf_counter()
+        time.sleep(BatchRecorder.DELAY_S)
+        predictions = super().predict_batch(images, with_std)
+        BatchRecorder.batches.append({"shapes": [image.shape for image in images],
+                                      "domains": [p.domain for p in predictions],
+                                      "seconds": time.perf_counter() - started})
+        return predictions
 
 
 def send_frame(camera, collector, stamp, topics, timeout=20.0, attempts=2, **command):

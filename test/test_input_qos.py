@@ -24,6 +24,9 @@ from zoedepth_ros.ros.processes import DDS_PROFILE_VARIABLE, shipped_dds_profile
 
 from ros_helpers import REPO, CameraProcess, wait_until
 
+# Frames counted across processes at a camera's rate: a neighbour's load would lose some.
+pytestmark = pytest.mark.serial
+
 FRAMES, RATE_HZ = 100, 10.0
 WIDTH, HEIGHT = 640, 480
 

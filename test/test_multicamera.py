@@ -19,7 +19,7 @@ from zoedepth_ros.inference import DepthEstimator
 from zoedepth_ros.model import save_checkpoint
 
 from image_samples import block_image
-from ros_helpers import CameraProcess, camera_info, image_message, stamp_key, wait_until
+from ros_helpers import BatchRecorder, CameraProcess, camera_info, image_message, stamp_key, wait_until
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "depth/points": PointCloud2}
@@ -54,23 +54,6 @@ def split_routes(tmp_path_factory, tiny_model):
 @pytest.fixture
 def checkpoint(split_routes):
     return split_routes[0]
-
-
-class BatchRecorder(DepthEstimator):
-    """The real model, each batch's image shapes, domains and duration kept; every batch takes at
-    least DELAY_S (a slow model: the cameras' frames queue up behind it)."""
-
-    DELAY_S = 0.0
-    batches: list[dict] = []
-
-    def predict_batch(self, images, with_std=False):
-        started = time.perf_counter()
-        time.sleep(BatchRecorder.DELAY_S)
-        predictions = super().predict_batch(images, with_std)
-        BatchRecorder.batches.append({"shapes": [image.shape for image in images],
-                                      "domains": [p.domain for p in predictions],
-                                      "seconds": time.perf_counter() - started})
-        return predictions
 
 
 @pytest.fixture
@@ -179,6 +162,7 @@ def _camera_statuses(ros, collector) -> dict[str, DiagnosticStatus]:
     return latest
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.parametrize("max_batch, batch_size", [(3, 3), (2, 2), (0, 1)], ids=["all", "capped", "auto-cpu"])
 def test_saturated_cameras_share_the_model_fairly(ros, recorder, max_batch, batch_size):

@@ -42,7 +42,7 @@ def _outputs(ros, engine: str, stamp: tuple[int, int]) -> dict:
         with ros.spin(), ros.camera() as camera:
             assert node.autostart()
             # The first frame exports the checkpoint into the export cache (seconds for the tiny model).
-            outputs = send_frame(camera, collector, stamp, TOPICS, timeout=120.0, seed=7)
+            outputs = send_frame(camera, collector, stamp, TOPICS, timeout=30.0, attempts=4, seed=7)
             # What ran it, as the node reports it.
             assert wait_until(lambda: ros.latest_diagnostics(collector).get("engine") == engine, timeout=10.0)
             return outputs

@@ -22,13 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ros_helpers import (
-    native_threads,
-    reliable_inputs,
-    rss_bytes,
-    send_frame,
-    wait_until,
-)
+from ros_helpers import native_threads, reliable_inputs, rss_bytes, send_frame, wait_until
 
 FRAMES = int(os.environ.get("ZOEDEPTH_SOAK_FRAMES", "5000"))
 CYCLES = int(os.environ.get("ZOEDEPTH_SOAK_CYCLES", "20"))
@@ -44,6 +38,7 @@ def harness_options(namespace):
     return {"size": (48, 32), **reliable_inputs(namespace)}
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_thousands_of_frames_with_stable_memory_and_latency(ros):
     node = ros.depth_node()

@@ -215,6 +215,7 @@ def walking_stream() -> tuple[np.ndarray, list]:
     return K_vga, prediction_stream((480, 640), 6, K_vga)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("name", FILTERS)
 def test_cost_of_a_640x480_frame(name):
     """The figure docs/benchmarks.md states comes from `benchmark --parts filter` (motion-ema
