@@ -69,7 +69,8 @@ venv-jazzy:
 # The suite in two passes: every test but the `serial` ones on TEST_WORKERS pytest-xdist workers
 # (a test file to a worker: its module fixtures are made once; each worker on its own ROS domain,
 # test/conftest.py), then the `serial` ones alone: they measure time, rates or latency, which a
-# neighbour's load would skew (pytest.ini). TEST_MARKS narrows both passes, e.g. TEST_MARKS='not slow'.
+# neighbour's load would skew, or take most of the memory (pytest.ini). TEST_MARKS narrows both
+# passes, e.g. TEST_MARKS='not slow'.
 TEST_WORKERS ?= 2
 TEST_MARKS ?=
 marks = $(if $(TEST_MARKS),$(1) and ($(TEST_MARKS)),$(1))

@@ -123,7 +123,7 @@ class _CameraDriver:
         # the outputs that arrived within the window. Each camera's frames are handled in order:
         # once its last one is here, no earlier one is still coming.
         self.arrivals.wait_for(lambda: all(s[-1] in self.arrivals[c] for c, s in sent.items() if s),
-                   min(max(2.0, 2 * warm_latency_s), 60.0))
+                               min(max(2.0, 2 * warm_latency_s), 60.0))
         # Then one more /diagnostics report of every status (each comes once a second; 1.1 s at most).
         after = time.monotonic()
         self.arrivals.wait_for(lambda: all(t > after for t in self.reported_at.values()), 1.1)
