@@ -109,10 +109,11 @@ def test_not_encoded_while_nobody_subscribes(ros, ramped):
         assert node.autostart()
         stage = node.camera().outputs.compressed_depth
         publisher = node.camera().outputs.publishers[COMPRESSED]
-        # The worker publishes a frame's depth only after the previous frame's whole chain: once
-        # frame 2's depth is here, frame 1 went past the compressedDepth stage.
         for i in range(2):
             send_frame(camera, collector, (8000 + i, 0), ["depth/image"], seed=i)
+        # A frame counts in the camera's outputs once its last stage, compressedDepth's, has run;
+        # its depth/image goes out before that.
+        assert wait_until(lambda: node.camera().stats.outputs == 2, timeout=10.0)
         assert (stage.encoded, stage.replaced) == (0, 0)
 
         subscription = listener.create_subscription(
@@ -133,6 +134,7 @@ def test_not_encoded_while_nobody_subscribes(ros, ramped):
         assert wait_until(lambda: publisher.get_subscription_count() == 0, timeout=10.0)
         for i in range(3, 5):
             send_frame(camera, collector, (8000 + i, 0), ["depth/image"], seed=i)
+        assert wait_until(lambda: node.camera().stats.outputs == 5, timeout=10.0)
         assert stage.encoded == 1
 
 
