@@ -136,6 +136,24 @@ def _kept(names, node_scopes: dict[str, str], fp32_scopes: Sequence[str]) -> lis
                          for s in fp32_scopes))
 
 
+def _openvino_scopes(model, node_scopes: dict[str, str]) -> dict[str, str]:
+    """The module of each operation of `model`, an openvino.Model read from the ONNX file whose
+    `node_scopes` export_onnx filled in. OpenVINO names the operations it splits an ONNX node into
+    `<node>/<part>` (a Conv with a bias: the Convolution `<node>/WithoutBiases`, then the Add
+    `<node>`), or not after the node at all (a ConvTranspose with a bias: `ConvolutionBackpropData_N`,
+    then the Add): such an operation takes the module of the operations it feeds, when they agree."""
+    scopes: dict[str, str] = {}
+    for op in reversed(model.get_ordered_ops()):  # every consumer before what it consumes
+        name = op.get_friendly_name()
+        module = node_scopes.get(name, node_scopes.get(name.split("/", 1)[0]))
+        if module is None:
+            consumers = {scopes[target.get_node().get_friendly_name()]
+                         for output in op.outputs() for target in output.get_target_inputs()}
+            module = consumers.pop() if len(consumers) == 1 else ""
+        scopes[name] = module
+    return scopes
+
+
 def _quantize(nncf, model, items: list[np.ndarray], kept: list[str], preset: str, smooth_quant: bool):
     """nncf.quantize with the export's scheme; `model` an onnx.ModelProto or an openvino.Model."""
     options = {"ignored_scope": nncf.IgnoredScope(names=kept, validate=False)} if kept else {}
@@ -191,7 +209,8 @@ def quantize_int8(model: ZoeDepth, path: str | os.PathLike, frames: Sequence[np.
                            source=source, node_scopes=scopes)
         if ir:
             graph = openvino.Core().read_model(str(fp32))
-            kept = _kept((op.get_friendly_name() for op in graph.get_ops()), scopes, fp32_scopes)
+            kept = _kept((op.get_friendly_name() for op in graph.get_ops()), _openvino_scopes(graph, scopes),
+                         fp32_scopes)
         else:
             import onnx
 
@@ -234,11 +253,11 @@ def quantize_openvino(onnx_path: str | os.PathLike, node_scopes: dict[str, str],
                       preset: str = "performance", smooth_quant: bool = True):
     """The fp32 export at `onnx_path` quantized in memory by the scheme of `quantize_int8`, through
     NNCF's OpenVINO backend (an `openvino.Model`, not a file): what the benchmark times at full size.
-    `node_scopes`: what `export_onnx(node_scopes=...)` filled in (OpenVINO names its operations after
-    their ONNX outputs)."""
+    `node_scopes`: what `export_onnx(node_scopes=...)` filled in for that file."""
     import openvino
 
     nncf = _nncf()
     model = openvino.Core().read_model(str(onnx_path))
-    kept = _kept((op.get_friendly_name() for op in model.get_ops()), node_scopes, fp32_scopes)
+    kept = _kept((op.get_friendly_name() for op in model.get_ops()), _openvino_scopes(model, node_scopes),
+                 fp32_scopes)
     return _quantize(nncf, model, calibration_items(frames, size, batch), kept, preset, smooth_quant)
